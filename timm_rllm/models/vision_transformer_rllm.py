@@ -87,7 +87,8 @@ class RllmVisionTransformer(VisionTransformer):
         self.booster = Booster(self.embed_dim, block, preset.config.hidden_size, residual=residual, info=info)
         trunc_normal_(self.booster.w_in.weight, std=0.02)
         trunc_normal_(self.booster.w_out.weight, std=0.02)
-        self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=self.feature_info[-1]["reduction"]))
+        reduction = self.feature_info[-1]["reduction"]
+        self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class RllmVisionTransformer(VisionTransformer):
                 f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
                 "or resize the images"
             )
-        if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size)):
+        if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
             raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +190,7 @@ class RllmVisionTransformer(VisionTransformer):
                 out["image_features"] = self.norm(x)
             return out
         if return_prefix_tokens and prefix is not None:
-            intermediates = list(zip(intermediates, prefix))
+            intermediates = list(zip(intermediates, prefix, strict=True))
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
@@ -229,7 +230,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionT
     for key, value in own.items():
         if not key.startswith("booster."):
             continue
-        if key.startswith("booster.block.") and key in state_dict and not torch.equal(state_dict[key].to(value.dtype), value):
+        theirs = state_dict.get(key) if key.startswith("booster.block.") else None
+        if theirs is not None and not torch.equal(theirs.to(value.dtype), value):
             raise ValueError(
                 f"the checkpoint's LLM block differs from this model's ({key}): it was trained with another "
                 f"LLM layer or source than {model.llm_info.get('source')} layer {model.llm_info.get('layer')}. "

@@ -1,0 +1,59 @@
+"""Each residual mode computes its formula; gradients reach W_in and the ViT, not the block."""
+
+import pytest
+import torch
+
+from timm_rllm.layers import Booster, LlmBlock, LlmBlockConfig, RMSNorm
+
+CFG = LlmBlockConfig(
+    family="llama", hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=8, rms_norm_eps=1e-5,
+)
+
+
+def _booster(mode):
+    torch.manual_seed(0)
+    block = None if mode == "mlp" else LlmBlock(CFG).requires_grad_(False)
+    return Booster(16, block, 32, residual=mode)
+
+
+@pytest.mark.parametrize("mode", ["inner", "outer", "hybrid", "none", "mlp"])
+def test_mode_formulas(mode):
+    b = _booster(mode)
+    z = torch.randn(2, 5, 16)
+    h = z @ b.w_in.weight.T
+    if mode == "mlp":
+        expected = h @ b.w_out.weight.T
+        assert b.block is None
+    else:
+        u = RMSNorm(32, eps=1e-6, affine=False)(b.block(h))
+        expected = {
+            "inner": (u + h) @ b.w_out.weight.T,
+            "outer": u @ b.w_out.weight.T + z,
+            "hybrid": (u + h) @ b.w_out.weight.T + z,
+            "none": u @ b.w_out.weight.T,
+        }[mode]
+    assert torch.allclose(b(z), expected, atol=1e-6)
+
+
+def test_modes_differ_and_norm_is_unit_gain():
+    z = torch.randn(2, 5, 16)
+    outs = {m: _booster(m)(z) for m in ("inner", "outer", "hybrid", "none")}
+    assert len({round(o.sum().item(), 4) for o in outs.values()}) == 4
+    assert list(_booster("inner").norm.parameters()) == []
+
+
+def test_gradients_flow_through_the_frozen_block():
+    b = _booster("none")  # no residual: W_in's gradient can only come through the block
+    z = torch.randn(2, 5, 16, requires_grad=True)
+    b(z).square().sum().backward()
+    assert b.w_in.weight.grad is not None and b.w_in.weight.grad.abs().sum() > 0
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in b.block.parameters())
+
+
+def test_bad_modes():
+    with pytest.raises(ValueError, match="unknown residual mode"):
+        Booster(16, None, 32, residual="sideways")
+    with pytest.raises(ValueError, match="takes no LLM block"):
+        Booster(16, LlmBlock(CFG), 32, residual="mlp")
