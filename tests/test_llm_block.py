@@ -2,13 +2,14 @@
 
 import pytest
 import torch
-from conftest import tiny_llama_config
 from transformers import Qwen2Config
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from timm_rllm.layers import LlmBlock
 from timm_rllm.llm.families import config_from_hf
+
+from conftest import tiny_llama_config
 
 
 def _reference(layer_cls, hf_config, impl="sdpa"):

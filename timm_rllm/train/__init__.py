@@ -1,0 +1,3 @@
+from .engine import TrainConfig, fit, metrics, predict
+
+__all__ = ["TrainConfig", "fit", "metrics", "predict"]

