@@ -11,9 +11,13 @@ from .llm.cache import BlockCache
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
+    import torch
+
     from .llm import get_block_weights
 
-    weights = get_block_weights(args.source, args.layer, args.cache_dir)
+    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+    weights = get_block_weights(args.source, args.layer, args.cache_dir, revision=args.revision, dtype=dtype,
+                                progress=True)
     c = weights.config
     print(
         f"cached layer {weights.layer}/{weights.num_layers} of {weights.source} ({c.family}, hidden {c.hidden_size}, "
@@ -147,8 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract one LLM layer into the block cache")
-    p.add_argument("source", help="embedded:smollm2, a Hugging Face model folder, or a .gguf file")
+    p.add_argument("source", help="a Hub repo id (org/name: only the layer's bytes are fetched), embedded:smollm2, "
+                   "a Hugging Face model folder, a Meta consolidated.00.pth, or a .gguf file")
     p.add_argument("--layer", type=int, default=-1, help="layer index; negative counts from the end (default -1)")
+    p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default main; the commit is recorded)")
+    p.add_argument("--dtype", default="keep", choices=["keep", "bfloat16", "float16", "float32"],
+                   help="convert the tensors (default: keep; Hub downloads default to bfloat16)")
     p.add_argument("--cache-dir", default=None, help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm)")
     p.set_defaults(func=_cmd_extract)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -97,14 +98,24 @@ class BlockCache:
             found.append(CacheEntry(path, metadata))
         return found
 
-    def find(self, source: str, layer: int) -> CacheEntry | None:
-        """The entry for ``source`` and ``layer`` (negative counts from the end), if cached."""
+    def find(self, source: str, layer: int, revision: str | None = None) -> CacheEntry | None:
+        """The entry for ``source`` and ``layer`` (negative counts from the end), if cached; with a
+        ``revision``, only an entry of that commit (or fetched under that branch or tag name)."""
         for entry in self.entries():
-            if entry.source == source and entry.num_layers and (
-                entry.layer == layer or entry.layer == layer + entry.num_layers
-            ):
+            if entry.source != source or not entry.num_layers:
+                continue
+            names = (entry.metadata.get("revision"), entry.metadata.get("extra.revision_requested"))
+            if revision and revision not in names:
+                continue
+            if entry.layer == layer or entry.layer == layer + entry.num_layers:
                 return entry
         return None
+
+    def lock(self, source: str, layer: int, revision: str | None = None) -> FileLock:
+        """A lock per requested block, so two processes asking at once extract it once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(f"{source}@{revision}#{layer}".encode()).hexdigest()[:16]
+        return FileLock(self.root / f".{key}.lock")
 
     def save(self, weights: BlockWeights) -> CacheEntry:
         """Write ``weights`` atomically; returns the new entry."""

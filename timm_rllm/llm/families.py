@@ -53,6 +53,20 @@ GGUF_KEY_MAP = {
     "ffn_down.weight": "mlp.down_proj.weight",
 }
 
+# Meta's original checkpoints (consolidated.*.pth + params.json), as the R-LLM authors loaded them.
+META_LAYER_PREFIX = "layers.{layer}."
+META_KEY_MAP = {
+    "attention_norm.weight": "input_layernorm.weight",
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+}
+
 
 class UnsupportedLlmError(ValueError):
     """The checkpoint's architecture is not one of ``FAMILIES``."""
@@ -107,6 +121,24 @@ def config_from_gguf(fields: dict[str, Any], has_bias: bool) -> tuple[LlmBlockCo
         rope_theta=fields.get(f"{arch}.rope.freq_base", 10000.0),
     )
     return block, fields[f"{arch}.block_count"]
+
+
+def config_from_meta(params: dict[str, Any]) -> tuple[LlmBlockConfig, int]:
+    """Block config and number of layers from Meta's ``params.json`` (LLaMA 1/2/3)."""
+    dim, heads = params["dim"], params["n_heads"]
+    hidden = int(2 * 4 * dim / 3 * (params.get("ffn_dim_multiplier") or 1.0))
+    multiple = params.get("multiple_of", 256)
+    block = LlmBlockConfig(
+        family="llama",
+        hidden_size=dim,
+        intermediate_size=multiple * ((hidden + multiple - 1) // multiple),
+        num_attention_heads=heads,
+        num_key_value_heads=params.get("n_kv_heads") or heads,
+        head_dim=dim // heads,
+        rms_norm_eps=params.get("norm_eps", 1e-6),
+        rope_theta=params.get("rope_theta", 10000.0),
+    )
+    return block, params["n_layers"]
 
 
 def resolve_layer(layer: int, num_layers: int) -> int:

@@ -9,14 +9,13 @@ from pathlib import Path
 import torch
 
 from ..layers.llm_block import LlmBlock, LlmBlockConfig
-from .cache import CACHE_ENV, BlockCache
+from .cache import BlockCache
+from .hub import BlockNotCachedError, read_hub
 from .sources import EMBEDDED_PREFIX, BlockWeights, read_layer
 
+__all__ = ["BlockNotCachedError", "build_block", "canonical_source", "get_block_weights", "random_block"]
+
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class BlockNotCachedError(RuntimeError):
-    """The block's source needs a download and the block is not in the cache."""
 
 
 def canonical_source(source: str) -> str:
@@ -27,24 +26,40 @@ def canonical_source(source: str) -> str:
     return str(path.resolve()) if path.exists() else source
 
 
+def is_hub_repo_id(source: str) -> bool:
+    return bool(HUB_REPO_ID.match(source)) and not Path(source).expanduser().exists()
+
+
 def get_block_weights(
-    source: str, layer: int = -1, cache_dir: str | os.PathLike | None = None
+    source: str,
+    layer: int = -1,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
 ) -> BlockWeights:
-    """A decoder layer from the cache, extracting it from a local source on first use."""
+    """A decoder layer from the block cache, extracting it from its source on first use.
+
+    ``source``: ``embedded:NAME``, a Hub repo id (only the layer's bytes are fetched), a local
+    Hugging Face folder, a Meta ``consolidated.00.pth`` (or its folder), or a .gguf file.
+    ``dtype`` converts on extraction (Hub default bf16; local sources keep theirs).
+    """
     source = canonical_source(source)
     cache = BlockCache(cache_dir)
-    entry = cache.find(source, layer)
+    entry = cache.find(source, layer, revision)
     if entry is not None:
         return cache.load(entry)
-    if HUB_REPO_ID.match(source) and not Path(source).exists():
-        raise BlockNotCachedError(
-            f"layer {layer} of {source} is not in the block cache ({cache.root}). Extract it from a "
-            f"local copy of the checkpoint: `timm-rllm extract /path/to/{source.split('/')[-1]} "
-            f"--layer {layer}` (a Hugging Face folder or .gguf file), then create the model with "
-            f"llm_source='/path/to/...'; or set {CACHE_ENV} to a cache that holds it."
-        )
-    weights = read_layer(source, layer)
-    weights.digest = cache.save(weights).metadata["digest"]
+    with cache.lock(source, layer, revision):
+        entry = cache.find(source, layer, revision)  # another process may have extracted it meanwhile
+        if entry is not None:
+            return cache.load(entry)
+        if is_hub_repo_id(source):
+            weights = read_hub(source, layer, revision, dtype=dtype or torch.bfloat16, progress=progress)
+        else:
+            weights = read_layer(source, layer)
+            if dtype is not None:
+                weights.tensors = {k: v.to(dtype) for k, v in weights.tensors.items()}
+        weights.digest = cache.save(weights).metadata["digest"]
     return weights
 
 

@@ -20,9 +20,12 @@ from .families import (
     GGUF_KEY_MAP,
     GGUF_LAYER_PREFIX,
     HF_LAYER_PREFIX,
+    META_KEY_MAP,
+    META_LAYER_PREFIX,
     check_tensors,
     config_from_gguf,
     config_from_hf,
+    config_from_meta,
     resolve_layer,
 )
 
@@ -204,6 +207,41 @@ def _snapshot_revision(folder: Path) -> str:
     return parts[-1] if len(parts) >= 2 and parts[-2] == "snapshots" else ""
 
 
+# --- Meta's original checkpoints -----------------------------------------------------------
+
+
+def read_meta(path: str | os.PathLike, layer: int) -> BlockWeights:
+    """One layer of a Meta ``consolidated.00.pth`` (with ``params.json`` beside it), memory-mapped so
+    only that layer's tensors are read, mapped to Hugging Face names and q/k row order."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    shards = sorted(folder.glob("consolidated.*.pth"))
+    if len(shards) != 1:
+        raise BlockSourceError(
+            f"{folder} holds {len(shards)} consolidated.*.pth files; only single-file checkpoints (7B/8B) are read. "
+            "Convert larger ones with transformers' convert_llama_weights_to_hf and use the folder."
+        )
+    params_path = folder / "params.json"
+    if not params_path.is_file():
+        raise BlockSourceError(f"{folder} has no params.json beside {shards[0].name}")
+    config, num_layers = config_from_meta(json.loads(params_path.read_text()))
+    index = resolve_layer(layer, num_layers)
+    prefix = META_LAYER_PREFIX.format(layer=index)
+    state = torch.load(shards[0], map_location="cpu", mmap=True, weights_only=True)
+    # clone: copy the layer out of the memory map, so the rest of the file is never read
+    tensors = {hf: state[prefix + meta].clone() for meta, hf in META_KEY_MAP.items() if prefix + meta in state}
+    del state
+    q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
+    if q in tensors and k in tensors:  # Meta keeps rotary pairs interleaved, as GGUF does
+        tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
+        tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
+    check_tensors(tensors, config, f"{shards[0]} layer {index}")
+    digest = hashlib.sha256(params_path.read_bytes())
+    digest.update(str(shards[0].stat().st_size).encode())
+    return BlockWeights(tensors=tensors, config=config, source=str(shards[0].resolve()), layer=index,
+                        num_layers=num_layers, file_hash=digest.hexdigest(), license="llama (Meta)")
+
+
 # --- dispatch ------------------------------------------------------------------------------
 
 
@@ -212,6 +250,8 @@ def read_layer(source: str, layer: int) -> BlockWeights:
     if source.startswith(EMBEDDED_PREFIX):
         return read_embedded(source[len(EMBEDDED_PREFIX):], layer)
     path = Path(source).expanduser()
+    if (path.is_dir() and any(path.glob("consolidated.*.pth"))) or path.name.startswith("consolidated."):
+        return read_meta(path, layer)
     if path.is_dir():
         return read_hf_folder(path, layer)
     if path.is_file() and path.suffix == ".gguf":
@@ -219,6 +259,6 @@ def read_layer(source: str, layer: int) -> BlockWeights:
     if path.exists():
         raise BlockSourceError(f"{source}: expected a Hugging Face model folder or a .gguf file")
     raise BlockSourceError(
-        f"unknown LLM source {source!r}: give `embedded:NAME` ({', '.join(EMBEDDED)}), "
-        "a local Hugging Face model folder, or a .gguf file"
+        f"unknown LLM source {source!r}: give `embedded:NAME` ({', '.join(EMBEDDED)}), a Hub repo id "
+        "(org/name), a local Hugging Face model folder, a Meta consolidated.00.pth, or a .gguf file"
     )

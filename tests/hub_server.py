@@ -1,0 +1,95 @@
+"""A stand-in for the Hugging Face Hub on 127.0.0.1: the `resolve` route that huggingface_hub uses
+for file metadata (HEAD) and downloads (GET, with Range), gated and missing repos, and a fault
+mode that drops the connection mid-range. It counts the bytes it sends per file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROUTE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.repos: dict[str, dict] = {}
+        self.sent: dict[str, int] = defaultdict(int)  # file name -> body bytes sent
+        self.requests: list[tuple[str, str, str | None]] = []
+        self.drop_after: int | None = None  # fault: close a ranged body after this many bytes
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _error(self, status: int, code: str) -> None:
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _serve(self, body: bool) -> None:
+                hub.requests.append((self.command, self.path, self.headers.get("Range")))
+                m = ROUTE.match(self.path.split("?")[0])
+                repo = hub.repos.get(m["repo"]) if m else None
+                if repo is None:
+                    return self._error(404, "RepoNotFound")
+                if repo.get("gated"):
+                    auth = self.headers.get("Authorization")
+                    return self._error(401 if not auth else 403, "GatedRepo")
+                if m["rev"] not in ("main", repo["commit"]):
+                    return self._error(404, "RevisionNotFound")
+                path = repo["folder"] / m["file"]
+                if not path.is_file():
+                    return self._error(404, "EntryNotFound")
+                data = path.read_bytes()
+                start, end, status = 0, len(data), 200
+                rng = self.headers.get("Range")
+                if rng:
+                    a, b = rng.removeprefix("bytes=").split("-")
+                    start, end, status = int(a), min(int(b) + 1, len(data)), 206
+                self.send_response(status)
+                self.send_header("X-Repo-Commit", repo["commit"])
+                self.send_header("ETag", '"' + hashlib.sha1(data).hexdigest() + '"')
+                self.send_header("Content-Length", str(end - start))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                self.end_headers()
+                if not body:
+                    return
+                chunk = data[start:end]
+                if status == 206 and hub.drop_after is not None and len(chunk) > hub.drop_after:
+                    chunk = chunk[: hub.drop_after]
+                    self.wfile.write(chunk)
+                    hub.sent[m["file"]] += len(chunk)
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                hub.sent[m["file"]] += len(chunk)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add_repo(self, repo_id: str, folder: Path, gated: bool = False) -> str:
+        commit = hashlib.sha1(repo_id.encode()).hexdigest()
+        self.repos[repo_id] = {"folder": Path(folder), "commit": commit, "gated": gated}
+        return commit
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
