@@ -76,7 +76,7 @@ def test_interrupted_write_leaves_no_entry(tiny_hf_folders, tmp_path, monkeypatc
     monkeypatch.setattr(cache_mod, "save_file", boom)
     with pytest.raises(KeyboardInterrupt):
         get_block_weights(str(tiny_hf_folders["single"]), 0, cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".locks"]
 
 
 def test_bad_sources(tiny_hf_folders, tmp_path):
@@ -112,3 +112,53 @@ def test_cached_safetensors_is_plain_safetensors(tiny_hf_folders, tmp_path):
     with safe_open(entry.path, "pt") as f:
         assert "self_attn.q_proj.weight" in f.keys()
         assert f.metadata()["family"] == "llama"
+
+
+def test_disk_full_leaves_nothing(tiny_hf_folders, tmp_path, monkeypatch):
+    import errno
+
+    import timm_rllm.llm.cache as cache_mod
+
+    def full(tensors, path, metadata):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "save_file", full)
+    with pytest.raises(OSError, match="No space left.*nothing was cached.*TIMM_RLLM_CACHE"):
+        get_block_weights(str(tiny_hf_folders["single"]), 0, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [".locks"]
+
+
+def _to_meta_layout(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Hugging Face q/k rows -> Meta's interleaved rotary rows (the inverse of the conversion)."""
+    rows, cols = w.shape
+    return w.reshape(heads, 2, rows // heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def test_meta_consolidated_checkpoint(tiny_hf_folders, tmp_path):
+    from timm_rllm.llm.families import META_KEY_MAP
+
+    model = tiny_hf_folders["model"]
+    cfg = model.config
+    state = {"tok_embeddings.weight": model.model.embed_tokens.weight.detach()}
+    hf_to_meta = {v: k for k, v in META_KEY_MAP.items()}
+    for i, layer in enumerate(model.model.layers):
+        for name, t in layer.state_dict().items():
+            if name == "self_attn.q_proj.weight":
+                t = _to_meta_layout(t, cfg.num_attention_heads)
+            elif name == "self_attn.k_proj.weight":
+                t = _to_meta_layout(t, cfg.num_key_value_heads)
+            state[f"layers.{i}.{hf_to_meta[name]}"] = t.clone()
+    folder = tmp_path / "llama-meta"
+    folder.mkdir()
+    torch.save(state, folder / "consolidated.00.pth")
+    params = {"dim": 64, "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "multiple_of": 32, "norm_eps": 1e-5,
+              "ffn_dim_multiplier": 96 / int(2 * 4 * 64 / 3)}
+    (folder / "params.json").write_text(json.dumps(params))
+    weights = read_layer(str(folder / "consolidated.00.pth"), -1)
+    assert weights.config.intermediate_size == 96 and weights.layer == 2
+    for name, ref in model.model.layers[2].state_dict().items():
+        assert torch.equal(weights.tensors[name], ref), name
+    (folder / "consolidated.01.pth").write_bytes(b"")
+    with pytest.raises(BlockSourceError, match="only single-file"):
+        read_layer(str(folder), 0)

@@ -113,9 +113,10 @@ class BlockCache:
 
     def lock(self, source: str, layer: int, revision: str | None = None) -> FileLock:
         """A lock per requested block, so two processes asking at once extract it once."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(f"{source}@{revision}#{layer}".encode()).hexdigest()[:16]
-        return FileLock(self.root / f".{key}.lock")
+        return FileLock(locks / f"{key}.lock")
 
     def save(self, weights: BlockWeights) -> CacheEntry:
         """Write ``weights`` atomically; returns the new entry."""
@@ -141,6 +142,10 @@ class BlockCache:
         try:
             save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)
+        except OSError as e:  # disk full, read-only folder ...
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(e.errno, f"could not write the block to {self.root} ({e.strerror or e}); nothing was "
+                          f"cached. Free space there or point ${CACHE_ENV} at another folder.") from e
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
