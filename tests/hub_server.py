@@ -52,22 +52,24 @@ class FakeHub:
                 path = repo["folder"] / m["file"]
                 if not path.is_file():
                     return self._error(404, "EntryNotFound")
-                data = path.read_bytes()
-                start, end, status = 0, len(data), 200
+                size = path.stat().st_size
+                start, end, status = 0, size, 200
                 rng = self.headers.get("Range")
                 if rng:
                     a, b = rng.removeprefix("bytes=").split("-")
-                    start, end, status = int(a), min(int(b) + 1, len(data)), 206
+                    start, end, status = int(a), min(int(b) + 1, size), 206
                 self.send_response(status)
                 self.send_header("X-Repo-Commit", repo["commit"])
-                self.send_header("ETag", '"' + hashlib.sha1(data).hexdigest() + '"')
+                self.send_header("ETag", f'"{hashlib.sha1(f"{path}:{size}".encode()).hexdigest()}"')
                 self.send_header("Content-Length", str(end - start))
                 if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.end_headers()
                 if not body:
                     return
-                chunk = data[start:end]
+                with open(path, "rb") as f:  # only the asked-for bytes
+                    f.seek(start)
+                    chunk = f.read(end - start)
                 if status == 206 and hub.drop_after is not None and len(chunk) > hub.drop_after:
                     chunk = chunk[: hub.drop_after]
                     self.wfile.write(chunk)

@@ -71,9 +71,10 @@ def _explain(e: Exception, repo_id: str, revision: str | None) -> HubAccessError
     return HubAccessError(f"{repo_id}: request to {constants.ENDPOINT} failed: {e}")
 
 
-def _get_range(url: str, start: int, end: int, headers: dict[str, str], bar: tqdm | None = None) -> bytes:
+def _get_range(url: str, start: int, end: int, headers: dict[str, str], bar: tqdm | None = None) -> bytearray:
     """Bytes [start, end) of a file, through huggingface_hub's HTTP session; all of them or an error."""
-    buf = bytearray()
+    buf = bytearray(end - start)
+    got = 0
     try:
         with get_session().stream("GET", url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
                                   follow_redirects=True) as response:
@@ -82,18 +83,21 @@ def _get_range(url: str, start: int, end: int, headers: dict[str, str], bar: tqd
                 raise HubAccessError(f"{url}: the server ignored the Range request (HTTP {response.status_code}); "
                                      "refusing to download the whole file")
             for chunk in response.iter_bytes():
-                buf += chunk
+                if got + len(chunk) > len(buf):
+                    raise HubAccessError(f"{url}: the server sent more than the {end - start} bytes asked for")
+                buf[got:got + len(chunk)] = chunk
+                got += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
     except (HfHubHTTPError, HubAccessError):
         raise
     except Exception as e:  # connection refused or dropped: httpx transport errors
-        raise HubAccessError(f"{url}: the download broke off after {len(buf)} of {end - start} bytes ({e!r}); "
+        raise HubAccessError(f"{url}: the download broke off after {got} of {end - start} bytes ({e!r}); "
                              "nothing was cached, run the command again") from e
-    if len(buf) != end - start:
-        raise HubAccessError(f"{url}: got {len(buf)} of {end - start} bytes; the download was truncated, nothing was "
+    if got != end - start:
+        raise HubAccessError(f"{url}: got {got} of {end - start} bytes; the download was truncated, nothing was "
                              "cached, run the command again")
-    return bytes(buf)
+    return buf
 
 
 def read_safetensors_header(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -102,17 +106,6 @@ def read_safetensors_header(url: str, headers: dict[str, str]) -> tuple[int, dic
     if not 0 < length <= MAX_HEADER:
         raise HubAccessError(f"{url} is not a safetensors file (header length {length})")
     return 8 + length, json.loads(_get_range(url, 8, 8 + length, headers))
-
-
-def _merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, list[tuple[int, int, str]]]]:
-    """Group tensor byte spans into contiguous runs, one request each (a layer is mostly one run)."""
-    runs: list[tuple[int, int, list[tuple[int, int, str]]]] = []
-    for start, end, name in sorted(spans):
-        if runs and start == runs[-1][1]:
-            runs[-1] = (runs[-1][0], end, runs[-1][2] + [(start, end, name)])
-        else:
-            runs.append((start, end, [(start, end, name)]))
-    return runs
 
 
 def read_hub(repo_id: str, layer: int, revision: str | None = None, dtype: torch.dtype | None = torch.bfloat16,
@@ -144,21 +137,20 @@ def read_hub(repo_id: str, layer: int, revision: str | None = None, dtype: torch
             plans.append((url, header, spans))
             total += sum(end - start for start, end, _ in spans)
 
+        # One request per tensor: each buffer is converted and dropped before the next arrives, so peak
+        # memory stays near one layer in the target dtype.
         tensors: dict[str, torch.Tensor] = {}
         file_digest = hashlib.sha256(config_path.read_bytes())
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"{repo_id} layer {index}", disable=not progress) as bar:
             for url, header, spans in plans:
                 file_digest.update(json.dumps(header, sort_keys=True).encode())
-                for start, end, members in _merge(spans):
-                    data = _get_range(url, start, end, headers, bar)
-                    for t_start, t_end, name in members:
-                        info = header[name]
-                        if info["dtype"] not in SAFETENSORS_DTYPES:
-                            raise HubAccessError(f"{name} has dtype {info['dtype']}, which is not supported")
-                        raw = bytearray(data[t_start - start:t_end - start])
-                        t = torch.frombuffer(raw, dtype=SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-                        tensors[name[len(prefix):]] = t.to(dtype) if dtype is not None else t
-                    del data
+                for start, end, name in spans:
+                    info = header[name]
+                    if info["dtype"] not in SAFETENSORS_DTYPES:
+                        raise HubAccessError(f"{name} has dtype {info['dtype']}, which is not supported")
+                    raw = _get_range(url, start, end, headers, bar)
+                    t = torch.frombuffer(raw, dtype=SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+                    tensors[name[len(prefix):]] = t.to(dtype) if dtype is not None and t.dtype != dtype else t
     except (HfHubHTTPError, LocalEntryNotFoundError) as e:
         raise _explain(e, repo_id, revision) from e
     check_tensors(tensors, config, f"{repo_id}@{commit} layer {index}")
