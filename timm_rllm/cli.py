@@ -103,10 +103,14 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from .train import fit
 
     cfg = _train_config(args)
     results = fit(cfg, args.out, resume=not args.no_resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process reports
+        return 0
     print(json.dumps({k: results[k] for k in ("selected_epoch", "val", "test", "train_images_per_s")}, indent=1))
     print(f"results: {args.out}/results.json")
     return 0

@@ -143,6 +143,19 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
 
 
+def init_distributed(device_kind: str) -> tuple[int, int, bool]:
+    """(rank, world size, started here) under torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on CUDA."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, False
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return dist.get_rank(), world, True
+
+
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes) the results dict."""
     out = Path(out_dir)
@@ -154,16 +167,33 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
             return done  # finished before: nothing to redo
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
+    rank, world, started_dist = init_distributed(device.type)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    main_process = rank == 0
+    progress = progress and main_process
     amp = cfg.amp == "bf16"
     seed_everything(cfg.seed)
     train_ds, val_ds, test_ds, in_chans = _datasets(cfg)
     task, num_classes = train_ds.task, train_ds.num_classes
     model = build_model(cfg, num_classes, in_chans).to(device)
-    model_for_step = torch.compile(model) if cfg.compile else model
+    model_for_step = model
+    if world > 1:  # frozen parameters (the LLM block) are not synchronised: they need no gradients
+        from torch.nn.parallel import DistributedDataParallel
+
+        model_for_step = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model_for_step = torch.compile(model_for_step) if cfg.compile else model_for_step
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size,
-                              num_workers=cfg.workers, generator=gen)
+    sampler = None
+    if world > 1:  # each process takes its own 1/world of every epoch; batch_size is per process
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=len(train_ds) > cfg.batch_size * world, num_workers=cfg.workers,
+                              generator=gen)
     val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
     test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers)
 
@@ -213,6 +243,8 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
 
     log_path = out / "log.jsonl"
     for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
@@ -253,13 +285,17 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
         key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
         if best is None or key > tuple(best["key"]):
             best = {"epoch": epoch + 1, "key": list(key), "val": val}
-            atomic_torch_save({"model": _trainable_state(eval_model), "epoch": epoch + 1, "config": cfg.to_dict()},
-                              out / "best.pth")
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            if main_process:
+                atomic_torch_save({"model": _trainable_state(eval_model), "epoch": epoch + 1,
+                                   "config": cfg.to_dict()}, out / "best.pth")
+        if main_process:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if progress:
             print(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
                   f"auc {val['auc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
+        if not main_process:
+            continue
         atomic_torch_save({
             "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
             "ema": _trainable_state(ema.module) if ema is not None else None, "epoch": epoch, "best": best,
@@ -268,6 +304,10 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
                     "python": random.getstate()},
         }, last_path)
 
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # best.pth is complete before any process reads it
     # the test split, once, with the weights the validation split chose
     selected = torch.load(out / "best.pth", map_location=device, weights_only=False)
     model.load_state_dict(selected["model"], strict=False)
@@ -285,10 +325,16 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
         "val": best["val"],
         "test": test,
         "train_time_s": train_time,
-        "train_images_per_s": train_images / train_time if train_time else None,
+        "train_images_per_s": train_images * world / train_time if train_time else None,
+        "world_size": world,
         "history": history,
     }
-    atomic_write_json(results, results_path)
+    if main_process:
+        atomic_write_json(results, results_path)
+    if started_dist:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return results
 
 
