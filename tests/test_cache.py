@@ -162,3 +162,19 @@ def test_meta_consolidated_checkpoint(tiny_hf_folders, tmp_path):
     (folder / "consolidated.01.pth").write_bytes(b"")
     with pytest.raises(BlockSourceError, match="only single-file"):
         read_layer(str(folder), 0)
+
+
+def test_multimodal_checkpoint_prefix_and_nested_text_config(tiny_hf_folders, tmp_path):
+    """Gemma 3 4B+ style: the LLM's config under text_config, its layers under model.language_model."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "multimodal"
+    folder.mkdir()
+    text_config = json.loads((tiny_hf_folders["single"] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({"model_type": "wrapper", "text_config": text_config}))
+    state = load_file(tiny_hf_folders["single"] / "model.safetensors")
+    save_file({k.replace("model.layers.", "model.language_model.layers."): v for k, v in state.items()},
+              folder / "model.safetensors")
+    weights = read_layer(str(folder), 1)
+    for name, ref in tiny_hf_folders["model"].model.layers[1].state_dict().items():
+        assert torch.equal(weights.tensors[name], ref), name

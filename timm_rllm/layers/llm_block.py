@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTIVATIONS = {"silu": F.silu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+_ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),  # the Hugging Face name of the same
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class LlmBlockConfig:
     attention_bias: bool = False
     hidden_act: str = "silu"
     rope_theta: float = 10000.0
+    qk_norm: bool = False  # RMSNorm on each head's q and k (Gemma 3)
+    sandwich_norm: bool = False  # norms after attention and MLP too (Gemma 3)
+    norm_offset: float = 0.0  # norms scale by (offset + weight): Gemma stores weight - 1
+    query_pre_attn_scalar: float | None = None  # attention scale is its -1/2 power (default head_dim)
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -43,14 +51,6 @@ class LlmBlockConfig:
             )
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; known: {sorted(_ACTIVATIONS)}")
-
-    @property
-    def num_parameters(self) -> int:
-        d, h, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
-        attn = d * h * self.head_dim * 2 + d * kv * self.head_dim * 2
-        if self.attention_bias:
-            attn += (h + 2 * kv) * self.head_dim
-        return attn + 3 * d * self.intermediate_size + 2 * d
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -62,22 +62,25 @@ class LlmBlockConfig:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32 (as LLaMA does); ``affine=False`` gives a fixed unit gain."""
+    """RMSNorm computed in fp32, scaled by ``offset + weight`` (offset 1 for Gemma's convention);
+    ``affine=False`` gives a fixed unit gain."""
 
-    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True, offset: float = 0.0) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.offset = offset
+        self.weight = nn.Parameter(torch.full((dim,), 1.0 - offset)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        x = x.to(dtype)
-        return x * self.weight.to(dtype) if self.weight is not None else x
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * (self.weight.float() + self.offset)
+        return y.to(dtype)
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}, affine={self.weight is not None}"
+        return f"eps={self.eps}, affine={self.weight is not None}" + (f", offset={self.offset}" if self.offset else "")
 
 
 def rotary_cos_sin(
@@ -112,17 +115,25 @@ class LlmAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, offset=cfg.norm_offset)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps, offset=cfg.norm_offset)
+        else:
+            self.q_norm = self.k_norm = None
+        self.scale = cfg.query_pre_attn_scalar**-0.5 if cfg.query_pre_attn_scalar else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
             cos, sin = rotary_cos_sin(N, self.head_dim, self.rope_theta, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, enable_gqa=self.num_kv_heads != self.num_heads
+            q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=self.num_kv_heads != self.num_heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(B, N, -1))
 
@@ -145,16 +156,29 @@ class LlmMlp(nn.Module):
 
 
 class LlmBlock(nn.Module):
-    """Pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(.)).
+
+    With ``sandwich_norm`` (Gemma 3) the attention and MLP outputs are normed too; the names
+    follow the checkpoints: there ``post_attention_layernorm`` norms the attention output and
+    ``pre_feedforward_layernorm`` the MLP input, while in LLaMA ``post_attention_layernorm`` is
+    the MLP's input norm.
+    """
 
     def __init__(self, cfg: LlmBlockConfig, causal: bool = False, rope: bool = False) -> None:
         super().__init__()
         self.config = cfg
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        norm = lambda: RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, offset=cfg.norm_offset)
+        self.input_layernorm = norm()
         self.self_attn = LlmAttention(cfg, causal=causal, rope=rope)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = norm()
+        if cfg.sandwich_norm:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
         self.mlp = LlmMlp(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.sandwich_norm:
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x)))
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x))
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -6,6 +6,7 @@ means adding a row (and, if its layer has other tensors, their names in the key 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +22,20 @@ class Family:
     gguf_archs: tuple[str, ...]  # the `general.architecture` values of GGUF files
     attention_bias: bool = False  # q/k/v projections carry a bias (Qwen2)
     hidden_act: str = "silu"
+    qk_norm: bool = False
+    sandwich_norm: bool = False
+    norm_offset: float = 0.0  # Hugging Face norm weights mean (offset + weight)
     gguf_permuted_qk: bool = False  # llama.cpp stores q/k rows in its own rotary order
+    gguf_norm_offset: float = 0.0  # llama.cpp stores norm weights plus this (Gemma: the +1 folded in)
+    gguf_key_overrides: tuple[tuple[str, str], ...] = ()  # GGUF names that mean something else here
+    license: str = ""
 
+
+_GEMMA_GGUF_NAMES = (
+    ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
+    ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+    ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
+)
 
 FAMILIES: dict[str, Family] = {
     f.name: f
@@ -31,12 +44,27 @@ FAMILIES: dict[str, Family] = {
         Family("llama", ("llama",), ("llama",), gguf_permuted_qk=True),
         Family("mistral", ("mistral",), (), gguf_permuted_qk=True),
         Family("qwen2", ("qwen2",), ("qwen2",), attention_bias=True),
+        Family("gemma3", ("gemma3_text", "gemma3"), ("gemma3",), hidden_act="gelu_tanh", qk_norm=True,
+               sandwich_norm=True, norm_offset=1.0, gguf_norm_offset=1.0, gguf_key_overrides=_GEMMA_GGUF_NAMES,
+               license="gemma (Gemma Terms of Use, https://ai.google.dev/gemma/terms)"),
     )
 }
 
 # Decoder-layer tensor names per checkpoint format, mapped to the Hugging Face names that
 # `LlmBlock` uses. Hugging Face checkpoints need only a prefix.
 HF_LAYER_PREFIX = "model.layers.{layer}."
+# multimodal checkpoints (Gemma 3 4B+, ...) keep the language model under another prefix
+HF_LAYER_PREFIXES = (HF_LAYER_PREFIX, "model.language_model.layers.{layer}.", "language_model.model.layers.{layer}.")
+
+
+def hf_layer_prefix(names: Iterable[str], layer: int) -> str:
+    """The prefix under which this checkpoint keeps decoder layer ``layer``."""
+    names = list(names)
+    for template in HF_LAYER_PREFIXES:
+        prefix = template.format(layer=layer)
+        if any(n.startswith(prefix) for n in names):
+            return prefix
+    return HF_LAYER_PREFIX.format(layer=layer)
 GGUF_LAYER_PREFIX = "blk.{layer}."
 GGUF_KEY_MAP = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -51,7 +79,13 @@ GGUF_KEY_MAP = {
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
 }
+
+
+def gguf_key_map(family: Family) -> dict[str, str]:
+    return {**GGUF_KEY_MAP, **dict(family.gguf_key_overrides)}
 
 # Meta's original checkpoints (consolidated.*.pth + params.json), as the R-LLM authors loaded them.
 META_LAYER_PREFIX = "layers.{layer}."
@@ -83,12 +117,18 @@ def _family_for(value: str, attr: str) -> Family:
     )
 
 
+def _family_fields(family: Family) -> dict[str, Any]:
+    return dict(family=family.name, qk_norm=family.qk_norm, sandwich_norm=family.sandwich_norm,
+                norm_offset=family.norm_offset)
+
+
 def config_from_hf(config: dict[str, Any]) -> tuple[LlmBlockConfig, int]:
     """Block config and number of layers from a Hugging Face ``config.json`` dict."""
+    config = config.get("text_config", config)  # multimodal wrappers (Gemma 3 4B+) nest the LLM
     family = _family_for(config.get("model_type", "<missing model_type>"), "model_types")
     heads = config["num_attention_heads"]
     block = LlmBlockConfig(
-        family=family.name,
+        **_family_fields(family),
         hidden_size=config["hidden_size"],
         intermediate_size=config["intermediate_size"],
         num_attention_heads=heads,
@@ -96,8 +136,9 @@ def config_from_hf(config: dict[str, Any]) -> tuple[LlmBlockConfig, int]:
         head_dim=config.get("head_dim") or config["hidden_size"] // heads,
         rms_norm_eps=config.get("rms_norm_eps", 1e-6),
         attention_bias=config.get("attention_bias", family.attention_bias),
-        hidden_act=config.get("hidden_act", family.hidden_act),
+        hidden_act=config.get("hidden_act") or config.get("hidden_activation") or family.hidden_act,
         rope_theta=config.get("rope_theta", 10000.0),
+        query_pre_attn_scalar=config.get("query_pre_attn_scalar"),
     )
     return block, config["num_hidden_layers"]
 
@@ -109,7 +150,7 @@ def config_from_gguf(fields: dict[str, Any], has_bias: bool) -> tuple[LlmBlockCo
     hidden = fields[f"{arch}.embedding_length"]
     heads = fields[f"{arch}.attention.head_count"]
     block = LlmBlockConfig(
-        family=family.name,
+        **_family_fields(family),
         hidden_size=hidden,
         intermediate_size=fields[f"{arch}.feed_forward_length"],
         num_attention_heads=heads,

