@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 import torch
-from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer, _cfg
@@ -18,12 +17,10 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoin
 from torch import nn
 
 from ..layers.booster import Booster
-from ..llm.loader import build_block, get_block_weights, random_block
-from ..llm.presets import SHAPE_FIELDS, get_preset
+from ..llm.presets import get_preset
+from ._booster import RANDOM_SOURCE, create_booster, restore_frozen_block
 
 __all__ = ["RllmVisionTransformer", "RANDOM_SOURCE", "VIT_SIZES", "VARIANTS"]
-
-RANDOM_SOURCE = "random"  # llm_source value of the random-weights ablation
 
 VIT_SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
@@ -47,7 +44,8 @@ class RllmVisionTransformer(VisionTransformer):
     """timm ViT whose tokens, after the last block and before the final norm, pass a `Booster`.
 
     Args (besides timm's VisionTransformer args):
-        llm: name of an LLM preset (``smollm2``, ``llama``): fixes the block's size and default source.
+        llm: name of an LLM preset (``smollm2``, ``gemma3``, ``llama``): fixes the block's size and default
+            source; None builds the plain ViT (no booster) with the same code.
         llm_source: where the block comes from instead of the preset's default: ``embedded:NAME``,
             a Hugging Face folder, a .gguf file, a Hub repo id already in the cache, or ``random``
             (random weights of the same shapes: an ablation control, never a fallback).
@@ -59,7 +57,7 @@ class RllmVisionTransformer(VisionTransformer):
 
     def __init__(
         self,
-        llm: str = "smollm2",
+        llm: str | None = "smollm2",
         llm_source: str | None = None,
         llm_layer: int = -1,
         residual: str = "inner",
@@ -69,39 +67,18 @@ class RllmVisionTransformer(VisionTransformer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        preset = get_preset(llm)
-        source = llm_source or preset.source
-        info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license}
-        if residual == "mlp":
-            block, info = None, {"llm": None, "residual": residual}
-        elif source == RANDOM_SOURCE:
-            block = random_block(preset.config, causal=llm_causal, rope=llm_rope)
-            info.update(layer=None, random_weights=True)
-        else:
-            weights = get_block_weights(source, llm_layer, llm_cache_dir)
-            _check_fits(weights.config, preset, variant_source=source)
-            block = build_block(weights, causal=llm_causal, rope=llm_rope)
-            info.update(
-                source=weights.source, revision=weights.revision, layer=weights.layer,
-                num_layers=weights.num_layers, digest=weights.digest, license=weights.license or preset.license,
-                random_weights=False,
-            )
-        self.llm_info = info
-        self.booster = Booster(self.embed_dim, block, preset.config.hidden_size, residual=residual, info=info)
-        trunc_normal_(self.booster.w_in.weight, std=0.02)
-        trunc_normal_(self.booster.w_out.weight, std=0.02)
-        reduction = self.feature_info[-1]["reduction"]
-        self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
+        self.booster, self.llm_info = create_booster(
+            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir
+        )
+        if isinstance(self.booster, Booster):
+            reduction = self.feature_info[-1]["reduction"]
+            self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
     # --- weights ---------------------------------------------------------------------------
 
     def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
         """timm's ViT init re-initialises every Linear; the frozen LLM weights are put back."""
-        block = getattr(getattr(self, "booster", None), "block", None)
-        saved = {k: v.clone() for k, v in block.state_dict().items()} if block is not None else None
-        super().init_weights(mode, needs_reset)
-        if saved is not None:
-            block.load_state_dict(saved)
+        restore_frozen_block(self, lambda: super(RllmVisionTransformer, self).init_weights(mode, needs_reset))
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -132,6 +109,13 @@ class RllmVisionTransformer(VisionTransformer):
             )
         if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
             raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+
+    def _stages(self) -> list[nn.Module]:
+        """The stages forward_intermediates reports: the ViT blocks, then the booster if there is one."""
+        return [*self.blocks, *([self.booster] if isinstance(self.booster, Booster) else [])]
+
+    def _feat_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -169,9 +153,9 @@ class RllmVisionTransformer(VisionTransformer):
         (index ``depth``)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError("output_fmt must be 'NCHW' or 'NLC'")
-        stages = [*self.blocks, self.booster]
+        stages = self._stages()
         take_indices, max_index = feature_take_indices(len(stages), indices)
-        B, _, height, width = x.shape
+        B, grid = x.shape[0], self._feat_grid(x)
         x = self._embed(x)
         intermediates = []
         for i, stage in enumerate(stages[: max_index + 1] if stop_early else stages):
@@ -181,9 +165,9 @@ class RllmVisionTransformer(VisionTransformer):
 
         prefix = [y[:, : self.num_prefix_tokens] for y in intermediates] if self.num_prefix_tokens else None
         intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
-        if output_fmt == "NCHW":
-            H, W = self.patch_embed.dynamic_feat_size((height, width))
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if output_fmt == "NCHW":  # channels first over the patch grid (NCDHW for volumes)
+            dims = (0, len(grid) + 1, *range(1, len(grid) + 1))
+            intermediates = [y.reshape(B, *grid, -1).permute(*dims).contiguous() for y in intermediates]
 
         if output_dict:
             out: dict[str, Any] = {"image_intermediates": intermediates}
@@ -201,7 +185,7 @@ class RllmVisionTransformer(VisionTransformer):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        take_indices, max_index = feature_take_indices(len(self.blocks) + 1, indices)
+        take_indices, max_index = feature_take_indices(len(self._stages()), indices)
         if max_index < len(self.blocks):
             self.blocks = self.blocks[: max_index + 1]
             self.booster = nn.Identity()
@@ -211,16 +195,6 @@ class RllmVisionTransformer(VisionTransformer):
             self.fc_norm = nn.Identity()
             self.reset_classifier(0, "")
         return take_indices
-
-
-def _check_fits(cfg: Any, preset: Any, variant_source: str) -> None:
-    wrong = [f for f in SHAPE_FIELDS if getattr(cfg, f) != getattr(preset.config, f)]
-    if wrong:
-        detail = ", ".join(f"{f}={getattr(cfg, f)} (expected {getattr(preset.config, f)})" for f in wrong)
-        raise ValueError(
-            f"the block from {variant_source} does not fit the '{preset.name}' models: {detail}. "
-            f"Use the models of the LLM it comes from, or add a preset for it in timm_rllm.llm.presets."
-        )
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionTransformer) -> dict[str, torch.Tensor]:

@@ -1,0 +1,70 @@
+"""Building the booster stage for any backbone: the only place models ask for an LLM block."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from timm.layers import trunc_normal_
+from torch import nn
+
+from ..layers.booster import Booster
+from ..layers.llm_block import LlmBlockConfig
+from ..llm.loader import build_block, get_block_weights, random_block
+from ..llm.presets import SHAPE_FIELDS, LlmPreset, get_preset
+
+RANDOM_SOURCE = "random"  # llm_source value of the random-weights ablation
+
+
+def create_booster(
+    dim: int,
+    llm: str | None,
+    llm_source: str | None = None,
+    llm_layer: int = -1,
+    residual: str = "inner",
+    llm_rope: bool = False,
+    llm_causal: bool = False,
+    llm_cache_dir: str | os.PathLike | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(booster, info about its block). ``llm=None`` gives no booster at all (the plain backbone)."""
+    if llm is None:
+        return nn.Identity(), {"llm": None}
+    preset = get_preset(llm)
+    source = llm_source or preset.source
+    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license}
+    if residual == "mlp":
+        block, info = None, {"llm": None, "residual": residual}
+    elif source == RANDOM_SOURCE:
+        block = random_block(preset.config, causal=llm_causal, rope=llm_rope)
+        info.update(layer=None, random_weights=True)
+    else:
+        weights = get_block_weights(source, llm_layer, llm_cache_dir)
+        check_fits(weights.config, preset, source)
+        block = build_block(weights, causal=llm_causal, rope=llm_rope)
+        info.update(
+            source=weights.source, revision=weights.revision, layer=weights.layer, num_layers=weights.num_layers,
+            digest=weights.digest, license=weights.license or preset.license, random_weights=False,
+        )
+    booster = Booster(dim, block, preset.config.hidden_size, residual=residual, info=info)
+    trunc_normal_(booster.w_in.weight, std=0.02)
+    trunc_normal_(booster.w_out.weight, std=0.02)
+    return booster, info
+
+
+def check_fits(cfg: LlmBlockConfig, preset: LlmPreset, source: str) -> None:
+    wrong = [f for f in SHAPE_FIELDS if getattr(cfg, f) != getattr(preset.config, f)]
+    if wrong:
+        detail = ", ".join(f"{f}={getattr(cfg, f)} (expected {getattr(preset.config, f)})" for f in wrong)
+        raise ValueError(
+            f"the block from {source} does not fit the '{preset.name}' models: {detail}. "
+            f"Use the models of the LLM it comes from, or add a preset for it in timm_rllm.llm.presets."
+        )
+
+
+def restore_frozen_block(module: nn.Module, reinit) -> None:
+    """Run ``reinit()`` (timm re-initialises every Linear) and put the frozen LLM weights back."""
+    block = getattr(getattr(module, "booster", None), "block", None)
+    saved = {k: v.clone() for k, v in block.state_dict().items()} if block is not None else None
+    reinit()
+    if saved is not None:
+        block.load_state_dict(saved)
