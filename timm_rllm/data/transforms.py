@@ -50,3 +50,24 @@ def transforms_2d(
 
         ops.append(RandomErasing(reprob, mode="pixel", device="cpu"))
     return T.Compose(ops)
+
+
+class Transform3d:
+    """Volume tensor (1, D, H, W) in [0, 1] -> normalised (C, D, H, W); train-time random flips along
+    each axis (probability ``flip``) and shifts of up to ``shift`` voxels (wrapped), as options."""
+
+    def __init__(self, in_chans: int, train: bool, flip: float = 0.0, shift: int = 0) -> None:
+        self.in_chans, self.train, self.flip, self.shift = in_chans, train, flip, shift
+
+    def __call__(self, x):
+        import torch
+
+        if self.train:
+            for dim in (1, 2, 3):
+                if self.flip and torch.rand(()) < self.flip:
+                    x = x.flip(dim)
+            if self.shift:
+                offsets = torch.randint(-self.shift, self.shift + 1, (3,)).tolist()
+                x = x.roll(offsets, dims=(1, 2, 3))
+        x = (x - 0.5) / 0.5
+        return x.expand(self.in_chans, *x.shape[1:]).contiguous() if self.in_chans != x.shape[0] else x

@@ -197,26 +197,30 @@ class RllmVisionTransformer(VisionTransformer):
         return take_indices
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionTransformer) -> dict[str, torch.Tensor]:
-    """timm's ViT filter (pos-embed and patch resizing, foreign formats), then the booster:
-    a plain ViT checkpoint keeps the model's booster; the frozen block always comes from the
-    model's cached block, and a checkpoint holding a different block is refused."""
-    state_dict = vit_checkpoint_filter_fn(state_dict, model)
+def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint without a booster (a plain backbone) keeps the model's; the frozen block always
+    comes from the model's cached block, and a checkpoint holding a different block is refused."""
     own = model.state_dict()
-    plain_vit = not any(k.startswith("booster.") for k in state_dict)
+    plain = not any(k.startswith("booster.") for k in state_dict)
     for key, value in own.items():
         if not key.startswith("booster."):
             continue
         theirs = state_dict.get(key) if key.startswith("booster.block.") else None
         if theirs is not None and not torch.equal(theirs.to(value.dtype), value):
+            info = getattr(model, "llm_info", {})
             raise ValueError(
                 f"the checkpoint's LLM block differs from this model's ({key}): it was trained with another "
-                f"LLM layer or source than {model.llm_info.get('source')} layer {model.llm_info.get('layer')}. "
+                f"LLM layer or source than {info.get('source')} layer {info.get('layer')}. "
                 "Create the model with the llm_source/llm_layer it was trained with."
             )
-        if key.startswith("booster.block.") or plain_vit:
+        if key.startswith("booster.block.") or plain:
             state_dict[key] = value
     return state_dict
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionTransformer) -> dict[str, torch.Tensor]:
+    """timm's ViT filter (pos-embed and patch resizing, foreign formats), then the booster's state."""
+    return fill_booster_state(vit_checkpoint_filter_fn(state_dict, model), model)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data import MedMNISTSplit
-from ..data.transforms import transforms_2d
+from ..data.transforms import Transform3d, transforms_2d
 from .checkpoint import atomic_torch_save, atomic_write_json
 
 MULTI_LABEL = "multi-label, binary-class"
@@ -48,6 +48,7 @@ class TrainConfig:
     patch_size: int = 4
     in_chans: int | None = None  # default: the dataset's; 3 repeats gray channels
     resize: str = "resize"
+    shift: int = 0  # 3D only: random shifts of up to this many voxels (flips use `hflip` as probability)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. residual, llm_layer, drop_path_rate
     epochs: int = 30
     batch_size: int = 64
@@ -129,9 +130,18 @@ def _datasets(cfg: TrainConfig):
     probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
     in_chans = cfg.in_chans or probe.in_chans
 
+    if probe.is_3d and (cfg.randaug or cfg.reprob or cfg.mixup or cfg.cutmix):
+        raise ValueError("RandAugment, random erasing, Mixup and CutMix are 2D only; for volumes use --hflip "
+                         "(flip probability per axis) and --shift")
+    if probe.is_3d and cfg.img_size != cfg.size:
+        raise ValueError(f"volumes are used at their file size: set --img-size {cfg.size} (or --size {cfg.img_size})")
+
     def make(split: str, train: bool) -> MedMNISTSplit:
-        tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, train, cfg.resize,
-                           cfg.hflip, cfg.randaug, cfg.reprob)
+        if probe.is_3d:
+            tf = Transform3d(in_chans, train, cfg.hflip, cfg.shift)
+        else:
+            tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, train, cfg.resize,
+                               cfg.hflip, cfg.randaug, cfg.reprob)
         return MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
 
     return make("train", True), make("val", False), make("test", False), in_chans
@@ -357,7 +367,10 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: 
         raise ValueError(f"{path} does not fit {cfg.model}: missing {sorted(set(missing) - frozen)[:5]}, "
                          f"unexpected {unexpected[:5]}")
     in_chans = cfg.in_chans or probe.in_chans
-    tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
+    if probe.is_3d:
+        tf = Transform3d(in_chans, train=False)
+    else:
+        tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
     ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
     amp = cfg.amp == "bf16"
     scores = metrics(*predict(model, DataLoader(ds, 256), torch.device("cpu"), amp, ds.task), ds.task)

