@@ -21,22 +21,25 @@ sys.path.insert(0, str(ROOT.parent))
 
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
 
-# variant -> (timm model, extra model kwargs); the R-LLM size is taken from --size.
+# variant -> (timm model, extra model kwargs); {plain} is timm's ViT for 2D and our llm-free model for 3D.
 VARIANTS = {
-    "plain": ("vit_{size}_patch16_224", {}),
-    "mlp": ("vit_{size}_rllm_{llm}", {"residual": "mlp"}),
-    "rllm": ("vit_{size}_rllm_{llm}", {"residual": "inner"}),
-    "outer": ("vit_{size}_rllm_{llm}", {"residual": "outer"}),
-    "hybrid": ("vit_{size}_rllm_{llm}", {"residual": "hybrid"}),
-    "random": ("vit_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}),
+    "plain": ("{plain}", {}),
+    "mlp": ("{backbone}_{size}_rllm_{llm}", {"residual": "mlp"}),
+    "rllm": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner"}),
+    "gemma3": ("{backbone}_{size}_rllm_gemma3", {"residual": "inner"}),
+    "outer": ("{backbone}_{size}_rllm_{llm}", {"residual": "outer"}),
+    "hybrid": ("{backbone}_{size}_rllm_{llm}", {"residual": "hybrid"}),
+    "random": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}),
 }
 ANCHORS = ROOT / "medmnist_anchors.json"
 
 
 def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) -> TrainConfig:
     model, extra = VARIANTS[variant]
+    plain = f"vit_{args.size}_patch16_224" if args.backbone == "vit" else f"{args.backbone}_{args.size}"
     return TrainConfig(
-        model=model.format(size=args.size, llm=args.llm), dataset=dataset, data_dir=args.data_dir,
+        model=model.format(plain=plain, backbone=args.backbone, size=args.size, llm=args.llm), dataset=dataset,
+        size=args.img_size if args.backbone != "vit" else 28, data_dir=args.data_dir, shift=args.shift,
         img_size=args.img_size, patch_size=args.patch_size, model_kwargs=dict(extra, drop_path_rate=args.drop_path),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, hflip=args.hflip,
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--datasets", default="breastmnist")
     p.add_argument("--variants", default="plain,mlp,rllm")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--size", default="tiny", help="ViT size: tiny, small, base")
+    p.add_argument("--backbone", default="vit", choices=["vit", "vit3d", "vivit"])
+    p.add_argument("--size", default="tiny", help="backbone size: tiny, small, base (vivit: tiny, small, medium)")
     p.add_argument("--llm", default="smollm2")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=str(ROOT / "results" / "medmnist"))
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mixup", type=float, default=0.0)
     p.add_argument("--cutmix", type=float, default=0.0)
     p.add_argument("--drop-path", type=float, default=0.1)
+    p.add_argument("--shift", type=int, default=0, help="3D: random shifts of up to this many voxels")
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)

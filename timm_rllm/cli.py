@@ -150,6 +150,24 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+    from .train.engine import load_run
+
+    model, results = load_run(args.run)
+    out = export_model(model, args.out, results, include_llm=args.include_llm)
+    llm = "included" if args.include_llm else "left out"
+    print(f"exported {results['config']['model']} to {out} (LLM tensors {llm})")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .export import push
+
+    print(push(args.folder, args.repo, private=args.private, include_llm=args.include_llm))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="a Hub-ready folder (config.json, model.safetensors, model card) from a run")
+    p.add_argument("run", help="a run folder written by `timm-rllm train` (best.pth + results.json)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--include-llm", action="store_true", help="also store the frozen LLM tensors (mind its licence)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("push", help="upload an exported folder to the Hugging Face Hub")
+    p.add_argument("folder")
+    p.add_argument("--repo", required=True, help="ORG/NAME")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--include-llm", action="store_true", help="allow uploading a folder that holds the LLM tensors")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("quickstart", help="the main job: plain vs R-LLM ViT on the bundled BreastMNIST")
     p.add_argument("--epochs", type=int, default=20)

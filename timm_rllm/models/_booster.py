@@ -25,8 +25,11 @@ def create_booster(
     llm_rope: bool = False,
     llm_causal: bool = False,
     llm_cache_dir: str | os.PathLike | None = None,
+    llm_digest: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(booster, info about its block). ``llm=None`` gives no booster at all (the plain backbone)."""
+    """(booster, info about its block). ``llm=None`` gives no booster at all (the plain backbone).
+    ``llm_digest`` (recorded by exported checkpoints) refuses a block whose tensors differ from the
+    one the checkpoint was trained with."""
     if llm is None:
         return nn.Identity(), {"llm": None}
     preset = get_preset(llm)
@@ -40,6 +43,13 @@ def create_booster(
     else:
         weights = get_block_weights(source, llm_layer, llm_cache_dir)
         check_fits(weights.config, preset, source)
+        if llm_digest and weights.digest != llm_digest:
+            raise ValueError(
+                f"the cached block for {source} layer {weights.layer} has digest {weights.digest[:12]}, but this "
+                f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision or file). "
+                f"Extract the original (`timm-rllm extract {source} --layer {weights.layer} --revision ...`) "
+                "or pass llm_source= pointing at it."
+            )
         block = build_block(weights, causal=llm_causal, rope=llm_rope)
         info.update(
             source=weights.source, revision=weights.revision, layer=weights.layer, num_layers=weights.num_layers,

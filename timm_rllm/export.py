@@ -1,0 +1,177 @@
+"""Hub-ready folders in timm's format, model cards built from results files, and push.
+
+A folder holds ``config.json`` (architecture, num_classes, pretrained_cfg, model_args: what
+``timm.create_model("hf-hub:...")`` and ``"local-dir:..."`` read), ``model.safetensors`` and a
+``README.md`` model card. The frozen LLM tensors are left out by default: ``model_args`` records
+the block's source, layer and digest, and loading re-attaches the block from the block cache
+(extracting it when needed) and refuses one whose digest differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.models._hub import save_config_for_hf
+
+from .llm.cache import save_file
+from .train.checkpoint import atomic_write, atomic_write_json
+
+LLM_BASE_MODELS = {  # the original model each embedded/preset block approximates
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "gemma3": "google/gemma-3-270m",
+    "llama": "huggyllama/llama-7b",
+}
+HF_LICENSES = {"apache-2.0": "apache-2.0"}  # anything else is `other` with a license_name
+DATASET_IDS = {"medmnist": "albertvillanova/medmnist-v2"}
+
+
+def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: dict[str, Any] | None = None,
+                 include_llm: bool = False, tag: str | None = None) -> Path:
+    """Write config.json, model.safetensors and (with ``results``) README.md into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = getattr(model, "llm_info", {}) or {}
+    if info.get("random_weights"):
+        raise ValueError("this model runs a RANDOM LLM block (an ablation control); it is not exported as a checkpoint")
+    state = model.state_dict()
+    if not include_llm:
+        state = {k: v for k, v in state.items() if not k.startswith("booster.block.")}
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp, {"format": "pt"}))
+
+    model_args = {k: v for k, v in getattr(model, "_model_args", {}).items() if k != "llm_cache_dir"}
+    if info.get("llm"):
+        model_args.update(llm_source=info["source"], llm_layer=info["layer"], llm_digest=info["digest"])
+    config_tmp = out / ".config.json.partial"
+    save_config_for_hf(model, str(config_tmp), model_args=model_args)
+    config = json.loads(config_tmp.read_text())
+    config_tmp.unlink()
+    config["model_args"].pop("llm_cache_dir", None)
+    config["rllm"] = {**{k: info.get(k) for k in ("llm", "source", "revision", "layer", "num_layers", "digest",
+                                                      "license", "residual")},
+                      "llm_tensors_included": include_llm}
+    if tag:
+        config["pretrained_cfg"]["tag"] = tag
+    atomic_write_json(config, out / "config.json")
+    if results is not None:
+        atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(model_card(config, results)))
+    return out
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "\n".join(f"- {json.dumps(i)}" for i in items)
+
+
+def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | None = None) -> str:
+    """A model card (YAML front matter + markdown) from an exported config and one results file."""
+    rl = config.get("rllm", {})
+    cfg = results["config"]
+    arch = config["architecture"]
+    llm_license = rl.get("license") or "apache-2.0"
+    license_line = (f"license: {HF_LICENSES[llm_license]}" if llm_license in HF_LICENSES
+                    else f"license: other\nlicense_name: {json.dumps(llm_license)}")
+    base_model = LLM_BASE_MODELS.get(rl.get("llm") or "")
+    dataset = cfg["dataset"]
+    test, val = results["test"], results["val"]
+    name = repo_id or f"{arch}.medmnist_{dataset.replace('mnist', '')}_{cfg['img_size']}"
+    env = results["environment"]
+    front = f"""---
+library_name: timm
+{license_line}
+tags:
+{_yaml_list(["image-classification", "timm", "medical-imaging", "medmnist", "r-llm"])}
+datasets:
+{_yaml_list([DATASET_IDS["medmnist"]])}
+{f"base_model: {base_model}" if base_model else ""}
+model-index:
+- name: {json.dumps(name)}
+  results:
+  - task:
+      type: image-classification
+    dataset:
+      name: {json.dumps(f"MedMNIST {dataset} ({cfg['size']} px)")}
+      type: {json.dumps(DATASET_IDS["medmnist"])}
+      split: test
+    metrics:
+    - type: accuracy
+      value: {test["acc"]:.4f}
+    - type: roc_auc
+      value: {test["auc"]:.4f}
+---
+""".replace("\n\n", "\n")
+    llm_line = ("none (plain backbone)" if not rl.get("llm") else
+                f"{rl['llm']}: `{rl['source']}` layer {rl['layer']} of {rl['num_layers']} "
+                f"({rl.get('revision') or 'no revision'}), digest `{str(rl.get('digest'))[:16]}`")
+    seed = cfg["seed"]
+    body = f"""
+# {name}
+
+A timm {arch} fine-tuned on MedMNIST **{dataset}** ({cfg['size']} px) with
+[timm-rllm](https://github.com/) (R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT).
+
+## Model details
+
+| | |
+|---|---|
+| architecture | `{arch}` |
+| parameters | {results['params_total'] / 1e6:.2f} M total, {results['params_trainable'] / 1e6:.2f} M trainable |
+| input | {cfg['img_size']} px, {config['model_args'].get('in_chans', '?')} channel(s), patch {cfg['patch_size']} |
+| LLM block | {llm_line} |
+| LLM licence | {llm_license} |
+| LLM tensors in this repo | {"yes" if rl.get("llm_tensors_included") else "no: re-attached from the block cache"} |
+
+## Results (from the results file, not by hand)
+
+| split | ACC | AUC |
+|---|---|---|
+| validation (selected epoch {results['selected_epoch']}) | {100 * val['acc']:.2f} | {100 * val['auc']:.2f} |
+| test (scored once) | {100 * test['acc']:.2f} | {100 * test['auc']:.2f} |
+
+Protocol: the epoch is chosen on the validation split, the test split is scored once with it; ACC
+and AUC as `medmnist.Evaluator` computes them. One seed ({seed}); the sweep in `benchmarks/`
+reports mean and spread over seeds. Trained on {env['processor']} ({env['cpu_count']} CPUs,
+CUDA: {env['cuda']}), torch {env['torch']}, timm {env['timm']}.
+
+## Usage
+
+```python
+import timm
+import timm_rllm  # registers the architectures; re-attaches the LLM block from its cache
+
+model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).eval()
+```
+
+## Reproduce
+
+```bash
+{results['command']}
+```
+
+## Limitations
+
+- MedMNIST images are small (28 px here); this is a research benchmark model, not a clinical tool.
+- {"The SmolLM2 / Gemma 3 blocks are dequantised from 4-bit GGUF files: they approximate the "
+   "original weights." if rl.get("llm") in ("smollm2", "gemma3") else "The LLM block is used as published."}
+- The LLM block keeps its own licence ({llm_license}).
+"""
+    return front + body
+
+
+def push(folder: str | os.PathLike, repo_id: str, private: bool = False, include_llm: bool = False,
+         token: str | None = None) -> str:
+    """Create the repo (if needed) and upload an exported folder; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("rllm", {}).get("llm_tensors_included") and not include_llm:
+        raise ValueError(f"{folder} holds the LLM tensors (exported with --include-llm); pass include_llm=True / "
+                         "--include-llm to upload them, respecting the LLM's licence")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=[".*", "*.partial"],
+                             commit_message=f"Upload {config['architecture']} (timm-rllm)")
+    return str(info)
