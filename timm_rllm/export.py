@@ -30,8 +30,9 @@ DATASET_IDS = {"medmnist": "albertvillanova/medmnist-v2"}
 
 
 def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: dict[str, Any] | None = None,
-                 include_llm: bool = False, tag: str | None = None) -> Path:
-    """Write config.json, model.safetensors and (with ``results``) README.md into ``out_dir``."""
+                 include_llm: bool = False, tag: str | None = None, weights: bool = True) -> Path:
+    """Write config.json, model.safetensors (unless ``weights=False``: a card-only folder) and, with
+    ``results``, README.md into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = getattr(model, "llm_info", {}) or {}
@@ -40,7 +41,8 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
     state = model.state_dict()
     if not include_llm:
         state = {k: v for k, v in state.items() if not k.startswith("booster.block.")}
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp, {"format": "pt"}))
+    if weights:
+        atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp, {"format": "pt"}))
 
     model_args = {k: v for k, v in getattr(model, "_model_args", {}).items() if k != "llm_cache_dir"}
     if info.get("llm"):

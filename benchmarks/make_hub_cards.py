@@ -1,0 +1,51 @@
+"""Model cards for `hub_cards/`, built only from the sweep's results files.
+
+    python benchmarks/make_hub_cards.py [--results benchmarks/results/medmnist]
+
+For each dataset and each boosted variant of the sweep, the seed whose run has the best
+validation AUC is the checkpoint to publish (selection never looks at the test split); its
+folder gets ``config.json`` (timm's Hub format, with the LLM block's source, layer and digest) and
+``README.md`` (the card, with that run's numbers and command). Weights are not committed: the
+card's command reproduces them, and `timm-rllm export RUN --out DIR` writes the full folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+
+from timm_rllm.data import MedMNISTSplit  # noqa: E402
+from timm_rllm.export import export_model  # noqa: E402
+from timm_rllm.train.engine import TrainConfig, build_model  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(ROOT / "results" / "medmnist"))
+    p.add_argument("--out", default=str(ROOT.parent / "hub_cards"))
+    args = p.parse_args()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(Path(args.results).glob("*/*/seed*/results.json")):
+        r = json.loads(path.read_text())
+        if r.get("llm_info") and r["llm_info"].get("llm"):
+            runs.setdefault((path.parts[-4], path.parts[-3]), []).append(r)
+    for (dataset, variant), results in runs.items():
+        best = max(results, key=lambda r: (r["val"]["auc"], r["val"]["acc"]))
+        cfg = TrainConfig(**best["config"])
+        probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
+        model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
+        tag = f"medmnist_{dataset.removesuffix('mnist')}_{cfg.size}"
+        name = f"{cfg.model}.{tag}" + ("" if variant == "rllm" or variant == "gemma3" else f"_{variant}")
+        out = export_model(model, Path(args.out) / name, best, tag=tag, weights=False)
+        print(f"{out}: seed {cfg.seed} (val AUC {best['val']['auc']:.4f}), test ACC {best['test']['acc']:.4f} "
+              f"AUC {best['test']['auc']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
