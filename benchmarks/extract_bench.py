@@ -186,6 +186,9 @@ def main() -> None:
                      f"{r['peak_rss_bytes'] / mib:.0f} | {r['rss_over_baseline_bytes'] / mib:.0f} | "
                      f"{r['rss_over_baseline_per_layer']:.2f} |")
     (out_dir / "extract_bench.md").write_text("\n".join(lines) + "\n")
+    from _report import update_readme
+
+    update_readme("extract", "\n".join(lines[2:]))
     print("\n".join(lines))
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from _report import update_readme  # noqa: E402
+
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
 
 # variant -> (timm model, extra model kwargs); {plain} is timm's ViT for 2D and our llm-free model for 3D.
@@ -105,6 +107,7 @@ def render(out: Path) -> str:
                    "over seeds, in percent.", ""]
     text = "\n".join(header + lines) + "\n"
     (out / "table.md").write_text(text)
+    update_readme(out.name, "\n".join(header[2:] + lines))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _chart(summary, out / "chart.png")
     return text

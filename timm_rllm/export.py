@@ -111,8 +111,8 @@ model-index:
     body = f"""
 # {name}
 
-A timm {arch} fine-tuned on MedMNIST **{dataset}** ({cfg['size']} px) with
-[timm-rllm](https://github.com/) (R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT).
+A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({cfg['size']} px) with timm-rllm
+(R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT; Lai et al., arXiv 2403.17343).
 
 ## Model details
 
