@@ -152,3 +152,24 @@ def test_torchrun_two_cpu_processes(tmp_path):
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["world_size"] == 2 and len(results["history"]) == 2
     assert done.stdout.count("results:") == 1
+
+
+def test_layer_sweep_tiny(tmp_path):
+    from timm_rllm.train.layer_sweep import plan, resolve_layer_spec
+
+    assert resolve_layer_spec("-1", 30) == 29 and resolve_layer_spec("middle", 30) == 15
+    assert resolve_layer_spec("-2..-1", 30) == [28, 29] and resolve_layer_spec("first", 18) == 0
+    with pytest.raises(ValueError, match="unknown layer"):
+        resolve_layer_spec("deep", 30)
+    names = [n for n, _ in plan(TrainConfig(), ["smollm2", "gemma3"], ["-1", "-2..-1"], [0])]
+    assert "plain/seed0" in names and "gemma3/random/seed0" in names and "smollm2/layer28-29/seed0" in names
+
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 16, 16))
+    rc = cli(["sweep", "--dataset", "pneumoniamnist", "--data-dir", str(tmp_path), "--patch-size", "7",
+              "--batch-size", "16", "--model-kwargs", '{"depth": 1}', "--layers=-1,first", "--seeds", "1",
+              "--budget-epochs", "1", "--out", str(tmp_path / "sweep")])
+    assert rc == 0
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    for row in ("plain", "smollm2/layer29", "smollm2/layer0", "smollm2/random", "smollm2/mlp"):
+        assert f"| {row} |" in table
+    assert (tmp_path / "sweep" / "chart.png").stat().st_size > 1000

@@ -168,6 +168,17 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .train.layer_sweep import run_sweep
+
+    base = _train_config(args)
+    if args.budget_epochs:
+        base.epochs = min(base.epochs, args.budget_epochs)
+    print(run_sweep(base, args.out, args.llm.split(","), args.layers.split(","),
+                    list(range(args.seeds)), size=args.vit_size))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("sweep", help="which LLM, which layer: one run per (LLM, layer) + plain, mlp and random")
+    _add_train_args(p)
+    p.add_argument("--llm", default="smollm2", help="comma-separated LLM presets, e.g. smollm2,gemma3")
+    p.add_argument("--layers", default="-1,-2,-4,-8,middle,first",
+                   help="comma-separated: index, first, middle, last, or a stack like -2..-1")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--vit-size", default="tiny")
+    p.add_argument("--budget-epochs", type=int, default=None, help="cap the epochs for a quick scan")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("export", help="a Hub-ready folder (config.json, model.safetensors, model card) from a run")
     p.add_argument("run", help="a run folder written by `timm-rllm train` (best.pth + results.json)")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .llm_block import LlmBlock, RMSNorm
+from .llm_block import RMSNorm
 
 RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp")
 
 
 class Booster(nn.Module):
-    """Tokens (B, N, dim) -> (B, N, dim) through one frozen LLM block.
+    """Tokens (B, N, dim) -> (B, N, dim) through one frozen LLM block (an `LlmBlock`, or a stack of
+    consecutive ones in an nn.Sequential).
 
     Modes (SPEC table, h = W_in z, u = norm(block(h))):
       inner  W_out(u + h)        the R-LLM default
@@ -22,7 +23,7 @@ class Booster(nn.Module):
     """
 
     def __init__(
-        self, dim: int, block: LlmBlock | None, llm_dim: int, residual: str = "inner", info: dict | None = None
+        self, dim: int, block: nn.Module | None, llm_dim: int, residual: str = "inner", info: dict | None = None
     ) -> None:
         super().__init__()
         if residual not in RESIDUAL_MODES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from timm.layers import trunc_normal_
@@ -20,7 +21,7 @@ def create_booster(
     dim: int,
     llm: str | None,
     llm_source: str | None = None,
-    llm_layer: int = -1,
+    llm_layer: int | Sequence[int] = -1,
     residual: str = "inner",
     llm_rope: bool = False,
     llm_causal: bool = False,
@@ -28,6 +29,7 @@ def create_booster(
     llm_digest: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(booster, info about its block). ``llm=None`` gives no booster at all (the plain backbone).
+    ``llm_layer`` may list consecutive layers (``[-2, -1]``): they run as one stack, each cached alone.
     ``llm_digest`` (recorded by exported checkpoints) refuses a block whose tensors differ from the
     one the checkpoint was trained with."""
     if llm is None:
@@ -38,22 +40,34 @@ def create_booster(
     if residual == "mlp":
         block, info = None, {"llm": None, "residual": residual}
     elif source == RANDOM_SOURCE:
-        block = random_block(preset.config, causal=llm_causal, rope=llm_rope)
+        count = 1 if isinstance(llm_layer, int) else len(llm_layer)
+        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope) for _ in range(count)]
+        block = blocks[0] if count == 1 else nn.Sequential(*blocks)
         info.update(layer=None, random_weights=True)
     else:
-        weights = get_block_weights(source, llm_layer, llm_cache_dir)
-        check_fits(weights.config, preset, source)
-        if llm_digest and weights.digest != llm_digest:
+        layers = [llm_layer] if isinstance(llm_layer, int) else list(llm_layer)
+        all_weights = [get_block_weights(source, layer, llm_cache_dir) for layer in layers]
+        for weights in all_weights:
+            check_fits(weights.config, preset, source)
+        indices = [w.layer for w in all_weights]
+        if indices != list(range(indices[0], indices[0] + len(indices))):
+            raise ValueError(f"llm_layer {list(layers)} resolves to layers {indices}: a stack must be consecutive "
+                             "layers in order (e.g. [-2, -1])")
+        digest = ",".join(w.digest for w in all_weights)
+        if llm_digest and digest != llm_digest:
             raise ValueError(
-                f"the cached block for {source} layer {weights.layer} has digest {weights.digest[:12]}, but this "
+                f"the cached block for {source} layer {indices} has digest {digest[:12]}, but this "
                 f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision or file). "
-                f"Extract the original (`timm-rllm extract {source} --layer {weights.layer} --revision ...`) "
+                f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
                 "or pass llm_source= pointing at it."
             )
-        block = build_block(weights, causal=llm_causal, rope=llm_rope)
+        blocks = [build_block(w, causal=llm_causal, rope=llm_rope) for w in all_weights]
+        block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
+        first = all_weights[0]
         info.update(
-            source=weights.source, revision=weights.revision, layer=weights.layer, num_layers=weights.num_layers,
-            digest=weights.digest, license=weights.license or preset.license, random_weights=False,
+            source=first.source, revision=first.revision, layer=indices[0] if len(indices) == 1 else indices,
+            num_layers=first.num_layers, digest=digest, license=first.license or preset.license,
+            random_weights=False,
         )
     booster = Booster(dim, block, preset.config.hidden_size, residual=residual, info=info)
     trunc_normal_(booster.w_in.weight, std=0.02)

