@@ -179,6 +179,33 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from .data import MedMNISTSplit
+    from .data.transforms import transforms_2d
+    from .explain import compare_figure
+    from .train.engine import TrainConfig, load_run
+
+    models, cfg = {}, None
+    for run in [args.checkpoint] + ([args.compare] if args.compare else []):
+        model, results = load_run(run)
+        cfg = cfg or TrainConfig(**results["config"])
+        models[f"{results['config']['model']}"] = model
+    dataset = args.dataset or cfg.dataset
+    if dataset != cfg.dataset:
+        raise ValueError(f"{args.checkpoint} was trained on {cfg.dataset}, not {dataset}")
+    probe = MedMNISTSplit(dataset, args.split, cfg.size, args.data_dir or cfg.data_dir)
+    if probe.is_3d:
+        raise ValueError("explain draws 2D maps; 3D models are not supported yet")
+    in_chans = cfg.in_chans or probe.in_chans
+    probe.transform = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
+    images, labels = next(iter(DataLoader(probe, args.n, shuffle=False)))
+    out = compare_figure(models, images, labels, args.out, probe.info["label"])
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-epochs", type=int, default=None, help="cap the epochs for a quick scan")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("explain", help="Grad-CAM maps of one run, or two side by side (2D)")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train`")
+    p.add_argument("--compare", default=None, help="a second run folder, e.g. the plain ViT")
+    p.add_argument("--dataset", default=None, help="defaults to the run's dataset")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--out", default="maps.png")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("export", help="a Hub-ready folder (config.json, model.safetensors, model card) from a run")
     p.add_argument("run", help="a run folder written by `timm-rllm train` (best.pth + results.json)")
