@@ -131,6 +131,13 @@ def unpermute_qk(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     return w.reshape(num_heads, rows // num_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+def rotary_rows_to_hf(tensors: dict[str, torch.Tensor], config: LlmBlockConfig) -> None:
+    """In place: q/k rows from the interleaved rotary order (GGUF, Meta) to Hugging Face's halves."""
+    q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
+    tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
+    tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
+
+
 def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
     """Dequantise one layer of a GGUF file to fp32 tensors in Hugging Face layout."""
     import gguf
@@ -161,9 +168,7 @@ def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
         if family.gguf_norm_offset and hf_name.endswith("norm.weight"):
             tensors[hf_name] -= family.gguf_norm_offset
     if family.gguf_permuted_qk:
-        q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
-        tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
-        tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
+        rotary_rows_to_hf(tensors, config)
     check_tensors(tensors, config, f"{path} layer {index} ({arch})")
     return BlockWeights(
         tensors=tensors,
@@ -262,10 +267,8 @@ def read_meta(path: str | os.PathLike, layer: int) -> BlockWeights:
     # clone: copy the layer out of the memory map, so the rest of the file is never read
     tensors = {hf: state[prefix + meta].clone() for meta, hf in META_KEY_MAP.items() if prefix + meta in state}
     del state
-    q, k = "self_attn.q_proj.weight", "self_attn.k_proj.weight"
-    if q in tensors and k in tensors:  # Meta keeps rotary pairs interleaved, as GGUF does
-        tensors[q] = unpermute_qk(tensors[q], config.num_attention_heads)
-        tensors[k] = unpermute_qk(tensors[k], config.num_key_value_heads)
+    if "self_attn.q_proj.weight" in tensors and "self_attn.k_proj.weight" in tensors:
+        rotary_rows_to_hf(tensors, config)  # Meta keeps rotary pairs interleaved, as GGUF does
     check_tensors(tensors, config, f"{shards[0]} layer {index}")
     digest = hashlib.sha256(params_path.read_bytes())
     digest.update(str(shards[0].stat().st_size).encode())
