@@ -20,6 +20,9 @@ class FakeHub:
         self.sent: dict[str, int] = defaultdict(int)  # file name -> body bytes sent
         self.requests: list[tuple[str, str, str | None]] = []
         self.drop_after: int | None = None  # fault: close a ranged body after this many bytes
+        self.created: list[dict] = []  # create-repo requests
+        self.invalid_cards: list[str] = []
+        self.uploaded: dict[str, dict[str, bytes]] = defaultdict(dict)  # repo -> path -> content
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,6 +34,53 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 self._serve(body=True)
+
+            def do_POST(self) -> None:
+                """The upload side: create a repo, preupload (every file inline), commit (NDJSON)."""
+                import base64
+                import json
+
+                hub.requests.append((self.command, self.path, None))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/api/validate-yaml":  # the card's front matter must parse
+                    from huggingface_hub import ModelCard
+
+                    try:
+                        ModelCard(json.loads(body)["content"])
+                    except Exception as e:
+                        hub.invalid_cards.append(str(e))
+                        return self._json({"errors": [{"message": str(e)}]}, status=400)
+                    return self._json({"errors": [], "warnings": []})
+                if self.path == "/api/repos/create":
+                    req = json.loads(body)
+                    hub.created.append(req)
+                    repo = f"{req.get('organization') or 'user'}/{req['name']}"
+                    return self._json({"url": f"{hub.endpoint}/{repo}"})
+                m = re.match(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<op>preupload|commit)/(?P<rev>[^/?]+)", self.path)
+                if not m:
+                    return self._error(404, "EntryNotFound")
+                if m["op"] == "preupload":
+                    files = json.loads(body)["files"]
+                    return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                 for f in files]})
+                for line in body.decode().splitlines():
+                    item = json.loads(line)
+                    if item.get("key") == "file":
+                        value = item["value"]
+                        hub.uploaded[m["repo"]][value["path"]] = base64.b64decode(value["content"])
+                oid = hashlib.sha1(body).hexdigest()
+                return self._json({"commitUrl": f"{hub.endpoint}/{m['repo']}/commit/{oid}", "commitOid": oid,
+                                   "success": True})
+
+            def _json(self, obj, status: int = 200) -> None:
+                import json
+
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _error(self, status: int, code: str) -> None:
                 self.send_response(status)

