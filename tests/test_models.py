@@ -9,7 +9,7 @@ import timm_rllm  # noqa: F401
 from timm_rllm.llm import BlockCache, BlockNotCachedError, BlockWeights, get_preset
 from timm_rllm.llm.families import expected_shapes
 
-VARIANTS = timm.list_models("*rllm*")
+VARIANTS = timm.list_models("vit_*_rllm_*")  # the 2D models; tests/test_models_3d.py covers 3D
 SMALL = dict(img_size=32, patch_size=8, num_classes=3)
 
 
