@@ -96,6 +96,21 @@ def render(out: Path) -> str:
         if plus:
             lines.append(f"| {dataset} | published: MedMNIST+ ViT-B/16 (28, padded to 224) | 3 | "
                          f"{plus['ACC']['28']:.2f} | {plus['AUC']['28']:.2f} | | | |")
+    # a plain reading of each difference: beyond seed noise only if |mean difference| exceeds the
+    # sum of the two standard deviations
+    lines.append("")
+    for dataset, variants in summary.items():
+        base = variants.get("plain")
+        for variant, st in variants.items():
+            if base is None or variant == "plain":
+                continue
+            for metric in ("acc", "auc"):
+                delta = st[f"test_{metric}_mean"] - base[f"test_{metric}_mean"]
+                noise = st[f"test_{metric}_std"] + base[f"test_{metric}_std"]
+                verdict = "beyond" if abs(delta) > noise else "within"
+                lines.append(f"- {dataset}, {variant} vs plain, test {metric.upper()}: {delta:+.2f} points, {verdict} "
+                             f"seed noise (sum of stds {noise:.2f}; {len(st['seeds'])} vs "
+                             f"{len(base['seeds'])} seeds)")
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
     if first:
@@ -130,7 +145,8 @@ def _chart(summary: dict, path: Path) -> None:
             xs = [j + i * width for j, d in enumerate(datasets) if v in summary[d]]
             ys = [summary[d][v][f"test_{metric}_mean"] for d in datasets if v in summary[d]]
             es = [summary[d][v][f"test_{metric}_std"] for d in datasets if v in summary[d]]
-            ax.bar(xs, ys, width, yerr=es, capsize=3, label=v)
+            model = next(summary[d][v]["model"] for d in datasets if v in summary[d])
+            ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{v} ({model})")
         ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(datasets))], datasets)
         ax.set_ylabel(f"test {metric.upper()} (%)")
         lo = min(summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d])
