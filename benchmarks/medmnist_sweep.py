@@ -114,10 +114,13 @@ def render(out: Path) -> str:
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
     if first:
-        cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "dataset")}
+        skip = ("model", "seed", "model_kwargs", "dataset", "data_dir")
+        for dataset, variants in found.items():  # every variant of a dataset shares its recipe
+            run = next(r for rs in variants.values() for r in rs)
+            cfg = {k: v for k, v in run["config"].items() if k not in skip}
+            header += [f"Recipe, {dataset}: `{json.dumps(cfg)}`", ""]
         env = first["environment"]
-        header += [f"Shared recipe: `{json.dumps(cfg)}`", "",
-                   f"Hardware: {env['processor']}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
+        header += [f"Hardware: {env['processor']}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
                    f"timm {env['timm']}. Test metrics are of the epoch chosen on the validation split; mean ± std "
                    "over seeds, in percent.", ""]
     text = "\n".join(header + lines) + "\n"

@@ -57,7 +57,7 @@ def test_real_weights_equal_transformers_and_outputs_match(hf_gemma):
     assert set(ref_state) == set(weights.tensors)
     for name, t in ref_state.items():
         assert torch.equal(weights.tensors[name], t.float()), name
-    model = timm.create_model("vit_tiny_rllm_gemma3", img_size=28, patch_size=4)
+    model = timm.create_model("vit_tiny_rllm_gemma3", img_size=28, patch_size=4, llm_dtype="float32")
     block = model.booster.block.eval()
     x = torch.randn(2, 50, 640)
     with torch.no_grad():

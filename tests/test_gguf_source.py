@@ -45,7 +45,8 @@ def test_unpermuted_rows_and_raw_tensors():
 
 
 def test_block_matches_transformers_decoder_layer_on_real_weights(hf_smollm2):
-    model = timm_rllm.RllmVisionTransformer(img_size=28, patch_size=4, embed_dim=64, depth=1, num_heads=2)
+    model = timm_rllm.RllmVisionTransformer(img_size=28, patch_size=4, embed_dim=64, depth=1, num_heads=2,
+                                            llm_dtype="float32")  # fp32 parity; bf16 storage: test_llm_block
     block = model.booster.block.eval()
     ref = hf_smollm2.model.layers[29]
     ref.self_attn.is_causal = False

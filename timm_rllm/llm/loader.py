@@ -66,15 +66,18 @@ def get_block_weights(
 def build_block(
     weights: BlockWeights, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32
 ) -> LlmBlock:
-    """A frozen `LlmBlock` holding ``weights`` (built on the meta device: no throwaway init)."""
+    """A frozen `LlmBlock` holding ``weights`` (built on the meta device: no throwaway init), its
+    projections stored in ``dtype`` and its norms in fp32."""
     with torch.device("meta"):
         block = LlmBlock(weights.config, causal=causal, rope=rope)
-    tensors = {k: v.to(dtype) for k, v in weights.tensors.items()}
+    tensors = {k: v.float() if "norm" in k else v.to(dtype) for k, v in weights.tensors.items()}
     block.load_state_dict(tensors, strict=True, assign=True)
     return block.requires_grad_(False)
 
 
-def random_block(cfg: LlmBlockConfig, causal: bool = False, rope: bool = False) -> LlmBlock:
+def random_block(
+    cfg: LlmBlockConfig, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32
+) -> LlmBlock:
     """An ablation control: the same shapes with random weights (normal, std 0.02, as LLaMA's init)."""
     block = LlmBlock(cfg, causal=causal, rope=rope)
     for module in block.modules():
@@ -82,4 +85,4 @@ def random_block(cfg: LlmBlockConfig, causal: bool = False, rope: bool = False) 
             torch.nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
-    return block.requires_grad_(False)
+    return block.cast_frozen(dtype).requires_grad_(False)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -27,21 +28,27 @@ def create_booster(
     llm_causal: bool = False,
     llm_cache_dir: str | os.PathLike | None = None,
     llm_digest: str | None = None,
+    llm_dtype: str = "bfloat16",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """(booster, info about its block). ``llm=None`` gives no booster at all (the plain backbone).
     ``llm_layer`` may list consecutive layers (``[-2, -1]``): they run as one stack, each cached alone.
     ``llm_digest`` (recorded by exported checkpoints) refuses a block whose tensors differ from the
-    one the checkpoint was trained with."""
+    one the checkpoint was trained with. ``llm_dtype``: how the block's projections are stored
+    (bfloat16: half the memory, no per-step cast under bf16 autocast; float32 to run the block in fp32)."""
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(llm_dtype)
+    if dtype is None:
+        raise ValueError(f"llm_dtype must be 'bfloat16' or 'float32', got {llm_dtype!r}")
     if llm is None:
         return nn.Identity(), {"llm": None}
     preset = get_preset(llm)
     source = llm_source or preset.source
-    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license}
+    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license,
+                            "dtype": llm_dtype}
     if residual == "mlp":
         block, info = None, {"llm": None, "residual": residual}
     elif source == RANDOM_SOURCE:
         count = 1 if isinstance(llm_layer, int) else len(llm_layer)
-        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope) for _ in range(count)]
+        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in range(count)]
         block = blocks[0] if count == 1 else nn.Sequential(*blocks)
         info.update(layer=None, random_weights=True)
     else:
@@ -61,7 +68,7 @@ def create_booster(
                 f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
                 "or pass llm_source= pointing at it."
             )
-        blocks = [build_block(w, causal=llm_causal, rope=llm_rope) for w in all_weights]
+        blocks = [build_block(w, causal=llm_causal, rope=llm_rope, dtype=dtype) for w in all_weights]
         block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
         first = all_weights[0]
         info.update(

@@ -106,6 +106,7 @@ class RllmViViT(nn.Module):
         llm_causal: bool = False,
         llm_cache_dir: str | os.PathLike | None = None,
         llm_digest: str | None = None,
+        llm_dtype: str = "bfloat16",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -124,7 +125,8 @@ class RllmViViT(nn.Module):
         self.spatial_blocks = nn.Sequential(*[block(i) for i in range(spatial_depth)])
         self.temporal_blocks = nn.Sequential(*[block(spatial_depth + i) for i in range(temporal_depth)])
         self.booster, self.llm_info = create_booster(
-            embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest
+            embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest,
+            llm_dtype,
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)

@@ -55,6 +55,8 @@ class RllmVisionTransformer(VisionTransformer):
         llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
         llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
         llm_digest: refuse a block whose tensor digest differs (exported checkpoints record it).
+        llm_dtype: storage of the frozen projections: ``bfloat16`` (default: half the memory, no per-step
+            cast under bf16 autocast) or ``float32`` (the block then runs in fp32 without autocast).
     """
 
     def __init__(
@@ -67,11 +69,13 @@ class RllmVisionTransformer(VisionTransformer):
         llm_causal: bool = False,
         llm_cache_dir: str | os.PathLike | None = None,
         llm_digest: str | None = None,
+        llm_dtype: str = "bfloat16",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.booster, self.llm_info = create_booster(
-            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest
+            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest,
+            llm_dtype,
         )
         if isinstance(self.booster, Booster):
             reduction = self.feature_info[-1]["reduction"]

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data import MedMNISTSplit
 from ..data.transforms import Transform3d, transforms_2d
+from ..layers.sdpa import sdpa_context
 from .checkpoint import atomic_torch_save, atomic_write_json
 
 MULTI_LABEL = "multi-label, binary-class"
@@ -66,6 +67,7 @@ class TrainConfig:
     clip_grad: float | None = 1.0
     amp: str = "bf16"  # "bf16" (autocast, CPU and CUDA) or "none"
     compile: bool = False
+    sdpa: str = "auto"  # attention kernel: auto (math on CPU in bf16, where it is faster), default, math, flash
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -177,6 +179,12 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
             return done  # finished before: nothing to redo
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
+    with sdpa_context(cfg.sdpa, device.type, cfg.amp == "bf16"):
+        return _fit(cfg, out, device, resume, progress)
+
+
+def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progress: bool) -> dict[str, Any]:
+    results_path = out / "results.json"
     rank, world, started_dist = init_distributed(device.type)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -387,5 +395,6 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: 
         tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
     ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
     amp = cfg.amp == "bf16"
-    scores = metrics(*predict(model, DataLoader(ds, 256), torch.device("cpu"), amp, ds.task), ds.task)
+    with sdpa_context(cfg.sdpa, "cpu", amp):
+        scores = metrics(*predict(model, DataLoader(ds, 256), torch.device("cpu"), amp, ds.task), ds.task)
     return {"checkpoint": str(path), "model": cfg.model, "dataset": cfg.dataset, "split": split, **scores}
