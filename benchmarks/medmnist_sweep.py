@@ -107,10 +107,12 @@ def render(out: Path) -> str:
             for metric in ("acc", "auc"):
                 delta = st[f"test_{metric}_mean"] - base[f"test_{metric}_mean"]
                 noise = st[f"test_{metric}_std"] + base[f"test_{metric}_std"]
-                verdict = "beyond" if abs(delta) > noise else "within"
-                lines.append(f"- {dataset}, {variant} vs plain, test {metric.upper()}: {delta:+.2f} points, {verdict} "
-                             f"seed noise (sum of stds {noise:.2f}; {len(st['seeds'])} vs "
-                             f"{len(base['seeds'])} seeds)")
+                if min(len(st["seeds"]), len(base["seeds"])) < 2:
+                    reading = "one seed: no estimate of seed noise yet"
+                else:
+                    reading = (f"{'beyond' if abs(delta) > noise else 'within'} seed noise (sum of stds {noise:.2f}; "
+                               f"{len(st['seeds'])} vs {len(base['seeds'])} seeds)")
+                lines.append(f"- {dataset}, {variant} vs plain, test {metric.upper()}: {delta:+.2f} points, {reading}")
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
     if first:
