@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT.parent))
 from _report import update_readme  # noqa: E402
 
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
+from timm_rllm.train.seed_stats import mean_std, versus  # noqa: E402
 
 # variant -> (timm model, extra model kwargs); {plain} is timm's ViT for 2D and our llm-free model for 3D.
 VARIANTS = {
@@ -60,10 +61,6 @@ def collect(out: Path) -> dict:
     return found
 
 
-def _ms(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def render(out: Path) -> str:
     found = collect(out)
     anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
@@ -73,10 +70,10 @@ def render(out: Path) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for dataset, variants in found.items():
         plain = variants.get("plain")
-        base = {m: _ms([100 * r["test"][m] for r in plain])[0] for m in ("acc", "auc")} if plain else None
+        base = {m: mean_std([100 * r["test"][m] for r in plain])[0] for m in ("acc", "auc")} if plain else None
         for variant in [v for v in VARIANTS if v in variants]:
             runs = variants[variant]
-            acc, auc = (_ms([100 * r["test"][m] for r in runs]) for m in ("acc", "auc"))
+            acc, auc = (mean_std([100 * r["test"][m] for r in runs]) for m in ("acc", "auc"))
             delta = (f"{acc[0] - base['acc']:+.2f}", f"{auc[0] - base['auc']:+.2f}") if base else ("", "")
             epochs = ",".join(str(r["selected_epoch"]) for r in runs)
             lines.append(f"| {dataset} | {variant} ({runs[0]['config']['model']}) | {len(runs)} | "
@@ -96,22 +93,13 @@ def render(out: Path) -> str:
         if plus:
             lines.append(f"| {dataset} | published: MedMNIST+ ViT-B/16 (28, padded to 224) | 3 | "
                          f"{plus['ACC']['28']:.2f} | {plus['AUC']['28']:.2f} | | | |")
-    # a plain reading of each difference: beyond seed noise only if |mean difference| exceeds the
-    # sum of the two standard deviations
     lines.append("")
-    for dataset, variants in summary.items():
+    for dataset, variants in found.items():
         base = variants.get("plain")
-        for variant, st in variants.items():
-            if base is None or variant == "plain":
-                continue
+        for variant in [v for v in VARIANTS if v in variants and v != "plain" and base]:
             for metric in ("acc", "auc"):
-                delta = st[f"test_{metric}_mean"] - base[f"test_{metric}_mean"]
-                noise = st[f"test_{metric}_std"] + base[f"test_{metric}_std"]
-                if min(len(st["seeds"]), len(base["seeds"])) < 2:
-                    reading = "one seed: no estimate of seed noise yet"
-                else:
-                    reading = (f"{'beyond' if abs(delta) > noise else 'within'} seed noise (sum of stds {noise:.2f}; "
-                               f"{len(st['seeds'])} vs {len(base['seeds'])} seeds)")
+                delta, _, reading = versus([100 * r["test"][metric] for r in variants[variant]],
+                                           [100 * r["test"][metric] for r in base])
                 lines.append(f"- {dataset}, {variant} vs plain, test {metric.upper()}: {delta:+.2f} points, {reading}")
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]

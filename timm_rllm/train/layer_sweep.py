@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 from ..llm.presets import get_preset
 from .engine import TrainConfig, fit
+from .seed_stats import mean_std, versus
 
 
 def resolve_layer_spec(spec: str, num_layers: int) -> int | list[int]:
@@ -73,40 +73,106 @@ def run_sweep(base: TrainConfig, out: str | Path, llms: list[str], layers: list[
     return render(out)
 
 
-def _ms(xs: list[float]) -> tuple[float, float]:
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+def _stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    info = runs[0].get("llm_info") or {}
+    values = {f"{split}_{m}": [100 * r[split][m] for r in runs] for split in ("val", "test") for m in ("acc", "auc")}
+    return {"n": len(runs), "layer": info.get("layer"), "num_layers": info.get("num_layers"),
+            "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
+            **{k: mean_std(v) for k, v in values.items()}, "values": values}
+
+
+def _order(name: str) -> tuple:
+    """plain, then per LLM: mlp, random, layers from first to last, stacks after their last layer."""
+    if name == "plain":
+        return ("",)
+    llm, _, rest = name.partition("/")
+    if not rest.startswith("layer"):
+        return (llm, 0, rest)
+    layers = [int(x) for x in rest[len("layer"):].split("-")]
+    return (llm, 1, layers[-1], len(layers))
+
+
+def _pm(st: dict[str, Any], key: str) -> str:
+    return f"{st[key][0]:.2f} ± {st[key][1]:.2f}"
+
+
+def _layer_label(layer: int | list[int]) -> str:
+    return f"layers {layer[0]}-{layer[-1]}" if isinstance(layer, list) else f"layer {layer}"
+
+
+def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
+    """What the sweep says, per LLM: the best block chosen on validation AUC (its test numbers reported),
+    whether it beat the plain ViT and the mlp control beyond seed noise, which blocks did, and whether
+    the pretrained block beat the random one at the same position."""
+    lines = []
+    plain = stats.get("plain")
+    for llm in sorted({n.split("/")[0] for n in stats if "/layer" in n}):
+        layers = {n: st for n, st in stats.items() if n.startswith(f"{llm}/layer")}
+        best_name = max(layers, key=lambda n: layers[n]["val_auc"][0])
+        best = layers[best_name]
+        lines.append(f"- **{llm}: best block on validation AUC: {_layer_label(best['layer'])} of "
+                     f"{best['num_layers']}** (val AUC {best['val_auc'][0]:.2f}; test AUC {_pm(best, 'test_auc')}, "
+                     f"test ACC {_pm(best, 'test_acc')}).")
+        for ref_name, ref in (("the plain ViT", plain), ("the mlp control", stats.get(f"{llm}/mlp"))):
+            if ref is None:
+                continue
+            parts = []
+            for m in ("auc", "acc"):
+                delta, _, reading = versus(best["values"][f"test_{m}"], ref["values"][f"test_{m}"])
+                parts.append(f"test {m.upper()} {delta:+.2f}, {reading}")
+            lines.append(f"  - vs {ref_name}: " + "; ".join(parts) + ".")
+            clear = [(versus(st["values"]["test_auc"], ref["values"]["test_auc"]), st) for st in layers.values()]
+            above = [_layer_label(st["layer"]) for (delta, beyond, _), st in clear if beyond and delta > 0]
+            below = [_layer_label(st["layer"]) for (delta, beyond, _), st in clear if beyond and delta < 0]
+            lines.append(f"  - blocks above {ref_name} beyond seed noise (test AUC): {', '.join(above) or 'none'}; "
+                         f"below: {', '.join(below) or 'none'}.")
+        random = stats.get(f"{llm}/random")
+        if random is not None:
+            same = next((st for st in layers.values() if st["layer"] == best["num_layers"] - 1), None)
+            for label, st in (("at the same position (the last layer)", same), ("the best block", best)):
+                if st is None:
+                    continue
+                delta, _, reading = versus(st["values"]["test_auc"], random["values"]["test_auc"])
+                lines.append(f"  - pretrained vs random weights, {label}: test AUC {delta:+.2f}, {reading}.")
+    return lines
 
 
 def render(out: str | Path) -> str:
+    """Table, findings, summary.json and chart.png of a sweep folder, from its results files only."""
     out = Path(out)
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("**/seed*/results.json")):
         groups.setdefault(str(path.parent.parent.relative_to(out)), []).append(json.loads(path.read_text()))
     if not groups:
         return "no results yet"
-    stats = {}
-    for name, rs in groups.items():
-        acc, auc = _ms([100 * r["test"]["acc"] for r in rs]), _ms([100 * r["test"]["auc"] for r in rs])
-        info = rs[0].get("llm_info") or {}
-        stats[name] = {"acc": acc, "auc": auc, "n": len(rs), "layer": info.get("layer"),
-                       "num_layers": info.get("num_layers")}
+    stats = {name: _stats(rs) for name, rs in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
     plain = stats.get("plain")
-    lines = ["| run | seeds | test ACC | test AUC | ΔAUC vs plain | ΔAUC vs mlp control |", "|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | val AUC | test ACC | test AUC | ΔAUC vs plain | ΔAUC vs mlp control |",
+             "|---|---|---|---|---|---|---|"]
     for name, st in stats.items():
-        llm = name.split("/")[0]
-        mlp = stats.get(f"{llm}/mlp")
-        d_plain = f"{st['auc'][0] - plain['auc'][0]:+.2f}" if plain and name != "plain" else ""
-        d_mlp = f"{st['auc'][0] - mlp['auc'][0]:+.2f}" if mlp and name not in ("plain", f"{llm}/mlp") else ""
-        lines.append(f"| {name} | {st['n']} | {st['acc'][0]:.2f} ± {st['acc'][1]:.2f} | "
-                     f"{st['auc'][0]:.2f} ± {st['auc'][1]:.2f} | {d_plain} | {d_mlp} |")
-    text = "\n".join(lines) + "\n"
+        mlp = stats.get(f"{name.split('/')[0]}/mlp")
+        d_plain = f"{st['test_auc'][0] - plain['test_auc'][0]:+.2f}" if plain and st is not plain else ""
+        d_mlp = f"{st['test_auc'][0] - mlp['test_auc'][0]:+.2f}" if mlp and st not in (plain, mlp) else ""
+        label = f"{name} (random weights)" if name.endswith("/random") else name
+        lines.append(f"| {label} | {st['n']} | {st['val_auc'][0]:.2f} | {_pm(st, 'test_acc')} | "
+                     f"{_pm(st, 'test_auc')} | {d_plain} | {d_mlp} |")
+    first = next(iter(groups.values()))[0]
+    cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "data_dir")}
+    env = first["environment"]
+    header = [f"Recipe: `{json.dumps(cfg)}`", "",
+              f"Hardware: {env['processor']}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
+              f"timm {env['timm']}. Each run's test metrics are of the epoch chosen on its validation split; "
+              "mean ± std over seeds, in percent. `layer N` counts from 0; the random block has the last layer's "
+              "shapes and random weights.", ""]
+    text = "\n".join(header + lines + [""] + findings(stats)) + "\n"
     (out / "table.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(stats, indent=1))
-    _chart(stats, out / "chart.png")
+    (out / "summary.json").write_text(json.dumps(
+        {n: {k: v for k, v in st.items() if k != "values"} for n, st in stats.items()}, indent=1))
+    _chart(stats, out / "chart.png", f"{first['config']['dataset']}, {first['config']['epochs']} epochs")
     return text
 
 
-def _chart(stats: dict[str, Any], path: Path) -> None:
+def _chart(stats: dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,20 +181,29 @@ def _chart(stats: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     llms = sorted({n.split("/")[0] for n in stats if "/layer" in n})
     for llm in llms:
-        pts = sorted((_depth(st["layer"], st["num_layers"]), st["auc"]) for n, st in stats.items()
-                     if n.startswith(f"{llm}/layer") and st["layer"] is not None)
-        if pts:
-            ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o",
-                        capsize=3, label=f"{llm} (pretrained)")
+        layers = [st for n, st in stats.items() if n.startswith(f"{llm}/layer") and st["layer"] is not None]
+        single = sorted((_depth(st["layer"], st["num_layers"]), st["test_auc"]) for st in layers
+                        if isinstance(st["layer"], int))
+        if single:
+            line = ax.errorbar([p[0] for p in single], [p[1][0] for p in single], yerr=[p[1][1] for p in single],
+                               marker="o", capsize=3, label=f"{llm}, one pretrained layer")
+            color = line[0].get_color()
+            for st in layers:
+                if isinstance(st["layer"], list):
+                    ax.errorbar([_depth(st["layer"], st["num_layers"]) - 0.02], [st["test_auc"][0]],
+                                yerr=[st["test_auc"][1]], marker="s", color=color, capsize=3, linestyle="none",
+                                label=f"{llm}, stack of {_layer_label(st['layer'])}")
         if f"{llm}/random" in stats:
-            m, s = stats[f"{llm}/random"]["auc"]
-            ax.errorbar([1.02], [m], yerr=[s], marker="x", capsize=3, linestyle="none", label=f"{llm} random block")
+            m, s = stats[f"{llm}/random"]["test_auc"]
+            ax.errorbar([1.04], [m], yerr=[s], marker="x", capsize=3, linestyle="none",
+                        label=f"{llm}, random block (last layer's shapes)")
         if f"{llm}/mlp" in stats:
-            ax.axhline(stats[f"{llm}/mlp"]["auc"][0], linestyle=":", color="gray", label=f"{llm} mlp control")
+            ax.axhline(stats[f"{llm}/mlp"]["test_auc"][0], linestyle=":", color="gray", label=f"{llm} mlp control")
     if "plain" in stats:
-        ax.axhline(stats["plain"]["auc"][0], linestyle="--", color="black", label="plain ViT")
+        ax.axhline(stats["plain"]["test_auc"][0], linestyle="--", color="black", label="plain ViT")
     ax.set_xlabel("layer depth in the LLM (0 = first, 1 = last)")
-    ax.set_ylabel("test AUC (%)")
+    ax.set_ylabel("test AUC (%), mean ± std over seeds")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
