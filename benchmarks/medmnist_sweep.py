@@ -51,6 +51,11 @@ def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) 
     )
 
 
+def folder(dataset: str, size: int) -> str:
+    """A dataset's results folder: its flag, plus the size when it is not MedMNIST's 28 (e.g. adrenalmnist3d_64)."""
+    return dataset if size == 28 else f"{dataset}_{size}"
+
+
 def collect(out: Path) -> dict:
     """dataset -> variant -> list of results (one per seed), from the files on disk."""
     found: dict = {}
@@ -84,8 +89,9 @@ def render(out: Path) -> str:
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
             }
-        v2 = anchors.get("medmnist_v2_2d", {}).get(dataset, {})
-        for name in ("ResNet-18 (28)", "ResNet-50 (28)"):
+        # MedMNIST v2's numbers are at 28 px / 28^3 voxels only
+        v2 = {**anchors.get("medmnist_v2_2d", {}), **anchors.get("medmnist_v2_3d", {})}.get(dataset, {})
+        for name in ("ResNet-18 (28)", "ResNet-50 (28)", "ResNet-18 + 3D", "ResNet-18 + ACS", "ResNet-50 + 3D"):
             if name in v2:
                 lines.append(f"| {dataset} | published: MedMNIST v2 {name} | - | {100 * v2[name]['ACC']:.1f} | "
                              f"{100 * v2[name]['AUC']:.1f} | | | |")
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                     if variant not in VARIANTS:
                         p.error(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
                     cfg = run_config(args, dataset, variant, seed)
-                    r = fit(cfg, out / dataset / variant / f"seed{seed}", resume=True, progress=False)
+                    r = fit(cfg, out / folder(dataset, cfg.size) / variant / f"seed{seed}", resume=True,
+                            progress=False)
                     print(f"{dataset} {variant} seed {seed}: test acc {r['test']['acc']:.4f} auc {r['test']['auc']:.4f}"
                           f" (epoch {r['selected_epoch']})", flush=True)
     print(render(out))

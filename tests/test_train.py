@@ -206,3 +206,4 @@ def test_layer_sweep_findings_pick_on_validation():
     assert "vs the plain ViT: test AUC +10.00, beyond seed noise" in text
     assert "blocks above the plain ViT beyond seed noise (test AUC): layer 0, layer 29; below: none" in text
     assert "pretrained vs random weights, at the same position (the last layer): test AUC +10.00, beyond" in text
+    assert "the best block" not in text  # it is the last layer: one line, not two

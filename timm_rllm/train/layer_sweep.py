@@ -129,7 +129,9 @@ def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
         random = stats.get(f"{llm}/random")
         if random is not None:
             same = next((st for st in layers.values() if st["layer"] == best["num_layers"] - 1), None)
-            for label, st in (("at the same position (the last layer)", same), ("the best block", best)):
+            pairs = {"at the same position (the last layer)": same,
+                     "the best block": best if best is not same else None}
+            for label, st in pairs.items():
                 if st is None:
                     continue
                 delta, _, reading = versus(st["values"]["test_auc"], random["values"]["test_auc"])
