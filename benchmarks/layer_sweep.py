@@ -39,7 +39,7 @@ SWEEPS = {
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default=None, help=f"one of {', '.join(SWEEPS)}")
+    p.add_argument("--only", default=None, choices=list(SWEEPS), help="run just this sweep")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
     names = [args.only] if args.only else list(SWEEPS)
