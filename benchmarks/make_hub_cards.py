@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 
 from timm_rllm.data import MedMNISTSplit  # noqa: E402
-from timm_rllm.export import export_model  # noqa: E402
+from timm_rllm.export import export_model, medmnist_tag  # noqa: E402
 from timm_rllm.train.engine import TrainConfig, build_model  # noqa: E402
 
 
@@ -35,12 +35,12 @@ def main() -> None:
         r = json.loads(path.read_text())
         if r.get("llm_info") and r["llm_info"].get("llm"):
             runs.setdefault((path.parts[-4], path.parts[-3]), []).append(r)
-    for (dataset, variant), results in runs.items():
+    for (_, variant), results in runs.items():
         best = max(results, key=lambda r: (r["val"]["auc"], r["val"]["acc"]))
         cfg = TrainConfig(**best["config"])
         probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
         model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
-        tag = f"medmnist_{dataset.removesuffix('mnist')}_{cfg.size}"
+        tag = medmnist_tag(cfg.dataset, cfg.size)
         name = f"{cfg.model}.{tag}" + ("" if variant == "rllm" or variant == "gemma3" else f"_{variant}")
         out = export_model(model, Path(args.out) / name, best, tag=tag, weights=False)
         print(f"{out}: seed {cfg.seed} (val AUC {best['val']['auc']:.4f}), test ACC {best['test']['acc']:.4f} "

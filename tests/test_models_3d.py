@@ -1,4 +1,6 @@
-"""3D backbones: timm conformance for every variant, input errors, and a tiny end-to-end fit."""
+"""3D backbones: timm conformance for every variant, input errors, and a tiny end-to-end fit and export."""
+
+import json
 
 import pytest
 import timm
@@ -7,7 +9,9 @@ from test_train import write_npz
 from timm.optim import create_optimizer_v2
 
 import timm_rllm  # noqa: F401
+from timm_rllm.export import export_model
 from timm_rllm.train import TrainConfig, fit
+from timm_rllm.train.engine import load_run
 
 VARIANTS = timm.list_models("vit3d_*") + timm.list_models("vivit_*")
 # Every LLM and the plain model get the full check at the tiny size; the code is shared across sizes,
@@ -89,6 +93,11 @@ def test_bad_volumes():
         timm.create_model("vit3d_tiny", img_size=30)
     with pytest.raises(ValueError, match="fixed volume size"):
         timm.create_model("vit3d_tiny", dynamic_img_size=True)
+    with pytest.raises(ValueError, match="cubic volumes"):
+        timm.create_model("vit3d_tiny", img_size=(8, 16, 16))
+    # timm's configs carry (H, W): read back as a cube; a cubic (D, H, W) is the same model
+    assert timm.create_model("vivit_tiny", img_size=(8, 8)).patch_embed.img_size == (8, 8, 8)
+    assert timm.create_model("vit3d_tiny", img_size=(8, 8, 8)).patch_embed.img_size == (8, 8, 8)
 
 
 def test_tiny_fit_on_synthetic_volumes(tmp_path):
@@ -100,3 +109,18 @@ def test_tiny_fit_on_synthetic_volumes(tmp_path):
     assert r["llm_info"]["llm"] == "smollm2" and 0 <= r["test"]["auc"] <= 1
     with pytest.raises(ValueError, match="2D only"):
         fit(TrainConfig(**{**cfg.to_dict(), "randaug": "rand-m9"}), tmp_path / "bad", progress=False)
+
+    model, results = load_run(tmp_path / "run")
+    out = export_model(model, tmp_path / "export", results)
+    card = (out / "README.md").read_text()
+    assert "(28³ voxels)" in card and " px" not in card
+    local = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    x = torch.randn(2, 1, 28, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(local(x), model.eval()(x))
+
+
+def test_export_records_the_built_volume_size(tmp_path):
+    model = timm.create_model("vit3d_tiny", img_size=16, in_chans=3)
+    config = json.loads((export_model(model, tmp_path / "v") / "config.json").read_text())
+    assert config["pretrained_cfg"]["input_size"] == [3, 16, 16]

@@ -63,6 +63,11 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
     return out
 
 
+def medmnist_tag(dataset: str, size: int) -> str:
+    """The pretrained tag of a MedMNIST fine-tune, e.g. ``medmnist_breast_28``, ``medmnist_adrenal3d_64``."""
+    return f"medmnist_{dataset.replace('mnist', '')}_{size}"
+
+
 def _yaml_list(items: list[str]) -> str:
     return "\n".join(f"- {json.dumps(i)}" for i in items)
 
@@ -78,8 +83,10 @@ def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | N
     base_model = LLM_BASE_MODELS.get(rl.get("llm") or "")
     dataset = cfg["dataset"]
     test, val = results["test"], results["val"]
-    name = repo_id or f"{arch}.medmnist_{dataset.replace('mnist', '')}_{cfg['img_size']}"
+    name = repo_id or f"{arch}.{medmnist_tag(dataset, cfg['size'])}"
     env = results["environment"]
+    unit = "voxels" if dataset.endswith("3d") else "px"
+    size, img_size = (f"{cfg[k]}{'³' if unit == 'voxels' else ''} {unit}" for k in ("size", "img_size"))
     front = f"""---
 library_name: timm
 {license_line}
@@ -94,7 +101,7 @@ model-index:
   - task:
       type: image-classification
     dataset:
-      name: {json.dumps(f"MedMNIST {dataset} ({cfg['size']} px)")}
+      name: {json.dumps(f"MedMNIST {dataset} ({size})")}
       type: {json.dumps(DATASET_IDS["medmnist"])}
       split: test
     metrics:
@@ -111,7 +118,7 @@ model-index:
     body = f"""
 # {name}
 
-A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({cfg['size']} px) with timm-rllm
+A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 (R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT; Lai et al., arXiv 2403.17343).
 
 ## Model details
@@ -120,7 +127,7 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({cfg['size']} px) with tim
 |---|---|
 | architecture | `{arch}` |
 | parameters | {results['params_total'] / 1e6:.2f} M total, {results['params_trainable'] / 1e6:.2f} M trainable |
-| input | {cfg['img_size']} px, {config['model_args'].get('in_chans', '?')} channel(s), patch {cfg['patch_size']} |
+| input | {img_size}, {config['model_args'].get('in_chans', '?')} channel(s), patch {cfg['patch_size']} |
 | LLM block | {llm_line} |
 | LLM licence | {llm_license} |
 | LLM tensors in this repo | {"yes" if rl.get("llm_tensors_included") else "no: re-attached from the block cache"} |
@@ -154,7 +161,8 @@ model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).
 
 ## Limitations
 
-- MedMNIST images are small (28 px here); this is a research benchmark model, not a clinical tool.
+- MedMNIST {"volumes" if unit == "voxels" else "images"} are small ({size} here); this is a research benchmark
+  model, not a clinical tool.
 - {"The SmolLM2 / Gemma 3 blocks are dequantised from 4-bit GGUF files: they approximate the "
    "original weights." if rl.get("llm") in ("smollm2", "gemma3") else "The LLM block is used as published."}
 - The LLM block keeps its own licence ({llm_license}).

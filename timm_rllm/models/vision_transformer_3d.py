@@ -24,7 +24,21 @@ from ..llm.presets import get_preset
 from ._booster import create_booster, restore_frozen_block
 from .vision_transformer_rllm import RllmVisionTransformer, fill_booster_state
 
-__all__ = ["PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT", "VIT3D_SIZES", "VIVIT_SIZES", "VARIANTS_3D"]
+__all__ = ["volume_size", "PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT", "VIT3D_SIZES", "VIVIT_SIZES",
+           "VARIANTS_3D"]
+
+
+def volume_size(img_size: int | tuple[int, ...]) -> tuple[int, int, int]:
+    """(D, H, W) from an int, a (D, H, W) tuple, or the (H, W) that timm's configs and exports carry
+    (read back as a cubic volume, D = H = W)."""
+    if isinstance(img_size, int):
+        return (img_size,) * 3
+    size = tuple(img_size)
+    if len(size) == 2 and size[0] == size[1]:
+        return (size[0],) * 3
+    if len(size) != 3:
+        raise ValueError(f"img_size {img_size} is not a volume size: give an int or (D, H, W)")
+    return size
 
 
 class PatchEmbed3d(nn.Module):
@@ -35,7 +49,7 @@ class PatchEmbed3d(nn.Module):
         super().__init__()
         if kwargs.get("strict_img_size") is False or dynamic_img_pad:
             raise ValueError("3D models take a fixed volume size: dynamic_img_size/dynamic_img_pad are not supported")
-        self.img_size, self.patch_size = to_3tuple(img_size), to_3tuple(patch_size)
+        self.img_size, self.patch_size = volume_size(img_size), to_3tuple(patch_size)
         if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
             raise ValueError(f"volume size {self.img_size} is not divisible by the patch size {self.patch_size}: "
                              "choose img_size and patch_size so that it is (e.g. 28 or 64 voxels with patch 4)")
@@ -82,6 +96,11 @@ class RllmVisionTransformer3D(RllmVisionTransformer):
         return self.patch_embed.dynamic_feat_size(tuple(x.shape[-3:]))
 
 
+def _check_pool(global_pool: str) -> None:
+    if global_pool != "token":
+        raise ValueError(f"ViViT pools with its temporal class token (global_pool='token'), got {global_pool!r}")
+
+
 class RllmViViT(nn.Module):
     """Factorised-encoder ViViT over a volume's slices, with the booster on the temporal tokens."""
 
@@ -91,6 +110,7 @@ class RllmViViT(nn.Module):
         patch_size: int = 4,
         in_chans: int = 1,
         num_classes: int = 2,
+        global_pool: str = "token",
         embed_dim: int = 512,
         spatial_depth: int = 4,
         temporal_depth: int = 4,
@@ -109,6 +129,7 @@ class RllmViViT(nn.Module):
         llm_dtype: str = "bfloat16",
     ) -> None:
         super().__init__()
+        _check_pool(global_pool)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
@@ -167,8 +188,8 @@ class RllmViViT(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, "token"):
-            raise ValueError("ViViT pools with its temporal class token only")
+        if global_pool is not None:
+            _check_pool(global_pool)
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -238,6 +259,13 @@ def _entrypoint(family: str, size: str, llm: str | None) -> None:
     cls, sizes = (RllmVisionTransformer3D, VIT3D_SIZES) if family == "vit3d" else (RllmViViT, VIVIT_SIZES)
 
     def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if not isinstance(kwargs.get("img_size", 0), int):
+            # timm records image sizes as (H, W) (traits, exported configs): a volume passes as one side
+            d, h, w = volume_size(kwargs["img_size"])
+            if not d == h == w:
+                raise ValueError(f"timm.create_model takes cubic volumes (img_size=N), got {kwargs['img_size']}: "
+                                 "resize the volumes to a cube, or build the class directly with (D, H, W)")
+            kwargs["img_size"] = d
         args = dict(patch_size=4, img_size=28, in_chans=1, num_classes=2, **sizes[size], llm=llm)
         return build_model_with_cfg(cls, name, pretrained, pretrained_filter_fn=_filter_3d,
                                     feature_cfg=dict(out_indices=3, feature_cls="getter"), **dict(args, **kwargs))
