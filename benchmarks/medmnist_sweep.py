@@ -35,6 +35,7 @@ VARIANTS = {
     "random": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}),
 }
 ANCHORS = ROOT / "medmnist_anchors.json"
+LINE_STYLES = [("black", "--"), ("dimgray", ":"), ("gray", "-.")]  # published readings on the chart
 
 
 def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) -> TrainConfig:
@@ -66,6 +67,19 @@ def collect(out: Path) -> dict:
     return found
 
 
+def published(anchors: dict, dataset: str) -> list[tuple[str, float, float, str, int]]:
+    """Published (name, test ACC %, test AUC %, seeds, digits as published) readings for a results folder."""
+    # MedMNIST v2's numbers are at 28 px / 28^3 voxels only: a folder such as adrenalmnist3d_64 matches none
+    v2 = {**anchors.get("medmnist_v2_2d", {}), **anchors.get("medmnist_v2_3d", {})}.get(dataset, {})
+    rows = [(f"MedMNIST v2 {name}", 100 * v2[name]["ACC"], 100 * v2[name]["AUC"], "-", 1)
+            for name in ("ResNet-18 (28)", "ResNet-50 (28)", "ResNet-18 + 3D", "ResNet-18 + ACS", "ResNet-50 + 3D")
+            if name in v2]
+    plus = anchors.get("medmnist_plus_per_dataset_end_to_end", {}).get(dataset, {}).get("ViT-B/16")
+    if plus:
+        rows.append(("MedMNIST+ ViT-B/16 (28, padded to 224)", plus["ACC"]["28"], plus["AUC"]["28"], "3", 2))
+    return rows
+
+
 def render(out: Path) -> str:
     found = collect(out)
     anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
@@ -89,16 +103,8 @@ def render(out: Path) -> str:
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
             }
-        # MedMNIST v2's numbers are at 28 px / 28^3 voxels only
-        v2 = {**anchors.get("medmnist_v2_2d", {}), **anchors.get("medmnist_v2_3d", {})}.get(dataset, {})
-        for name in ("ResNet-18 (28)", "ResNet-50 (28)", "ResNet-18 + 3D", "ResNet-18 + ACS", "ResNet-50 + 3D"):
-            if name in v2:
-                lines.append(f"| {dataset} | published: MedMNIST v2 {name} | - | {100 * v2[name]['ACC']:.1f} | "
-                             f"{100 * v2[name]['AUC']:.1f} | | | |")
-        plus = anchors.get("medmnist_plus_per_dataset_end_to_end", {}).get(dataset, {}).get("ViT-B/16")
-        if plus:
-            lines.append(f"| {dataset} | published: MedMNIST+ ViT-B/16 (28, padded to 224) | 3 | "
-                         f"{plus['ACC']['28']:.2f} | {plus['AUC']['28']:.2f} | | | |")
+        for name, acc, auc, seeds, digits in published(anchors, dataset):
+            lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | {auc:.{digits}f} | | | |")
     lines.append("")
     for dataset, variants in found.items():
         base = variants.get("plain")
@@ -123,11 +129,12 @@ def render(out: Path) -> str:
     (out / "table.md").write_text(text)
     update_readme(out.name, "\n".join(header[2:] + lines))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _chart(summary, out / "chart.png")
+    _chart(summary, {d: published(anchors, d) for d in summary}, out / "chart.png")
     return text
 
 
-def _chart(summary: dict, path: Path) -> None:
+def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
+    """Grouped bars per dataset and variant; published readings as dashed lines across their dataset's group."""
     if not summary:
         return
     import matplotlib
@@ -146,13 +153,24 @@ def _chart(summary: dict, path: Path) -> None:
             es = [summary[d][v][f"test_{metric}_std"] for d in datasets if v in summary[d]]
             model = next(summary[d][v]["model"] for d in datasets if v in summary[d])
             ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{v} ({model})")
+        styles: dict[str, tuple[str, str]] = {}
+        for j, d in enumerate(datasets):
+            for name, acc, auc, _, _ in anchors.get(d, []):
+                color, style = styles.setdefault(name, LINE_STYLES[len(styles) % len(LINE_STYLES)])
+                label = name if name not in {h.get_label() for h in ax.collections} else None
+                ax.hlines(acc if metric == "acc" else auc, j - width / 2, j + width * (len(variants) - 0.5),
+                          colors=color, linestyles=style, label=label)
         ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(datasets))], datasets)
         ax.set_ylabel(f"test {metric.upper()} (%)")
-        lo = min(summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d])
+        lo = min([summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d]]
+                 + [a[1 if metric == "acc" else 2] for d in datasets for a in anchors.get(d, [])])
         ax.set_ylim(max(0, lo - 15), 100)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = -(-len(labels) // 3)
+    fig.set_figheight(3.8 + 0.22 * rows)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)  # below: bars stay visible
     fig.suptitle("MedMNIST, mean ± std over seeds (validation-selected epoch)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.22 * rows / (3.8 + 0.22 * rows) + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
