@@ -156,8 +156,8 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
         styles: dict[str, tuple[str, str]] = {}
         for j, d in enumerate(datasets):
             for name, acc, auc, _, _ in anchors.get(d, []):
+                label = None if name in styles else name  # one legend entry per published model
                 color, style = styles.setdefault(name, LINE_STYLES[len(styles) % len(LINE_STYLES)])
-                label = name if name not in {h.get_label() for h in ax.collections} else None
                 ax.hlines(acc if metric == "acc" else auc, j - width / 2, j + width * (len(variants) - 0.5),
                           colors=color, linestyles=style, label=label)
         ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(datasets))], datasets)
