@@ -1,13 +1,19 @@
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-# One block cache for the whole run, never the user's own (set before timm_rllm is imported).
+# One block cache for the whole run, never the user's own (set before timm_rllm is imported), removed at the end
+# (it holds the assembled Gemma GGUF, 241 MB).
 os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
+atexit.register(shutil.rmtree, os.environ["TIMM_RLLM_CACHE"], ignore_errors=True)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Most tests write small synthetic files under official MedMNIST names; tests of the MD5 check unset this.
+os.environ["TIMM_RLLM_SKIP_MD5"] = "1"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -89,17 +90,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                            help='JSON model arguments, e.g. \'{"residual": "mlp", "llm_layer": -2}\'')
         elif f.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "warmup_epochs":  # unset: the default, but never more than --epochs
+            p.add_argument(flag, type=int, default=None, help=f"default: {default}, at most --epochs")
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
     import dataclasses
 
     from .train import TrainConfig
 
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if max_epochs:
+        values["epochs"] = min(values["epochs"], max_epochs)
+    if values["warmup_epochs"] is None:
+        values["warmup_epochs"] = min(TrainConfig.warmup_epochs, values["epochs"])
+    return TrainConfig(**values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -154,7 +162,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
     from .train.engine import load_run
 
-    model, results = load_run(args.run)
+    model, results = load_run(args.run)  # checked: a checkpoint that does not fit is refused
     out = export_model(model, args.out, results, include_llm=args.include_llm)
     llm = "included" if args.include_llm else "left out"
     print(f"exported {results['config']['model']} to {out} (LLM tensors {llm})")
@@ -171,9 +179,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .train.layer_sweep import run_sweep
 
-    base = _train_config(args)
-    if args.budget_epochs:
-        base.epochs = min(base.epochs, args.budget_epochs)
+    base = _train_config(args, max_epochs=args.budget_epochs)
     print(run_sweep(base, args.out, args.llm.split(","), args.layers.split(","),
                     list(range(args.seeds)), size=args.vit_size))
     return 0
@@ -185,13 +191,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .data import MedMNISTSplit
     from .data.transforms import transforms_2d
     from .explain import compare_figure
-    from .train.engine import TrainConfig, load_run
+    from .train.engine import restore_run
 
     models, cfg = {}, None
     for run in [args.checkpoint] + ([args.compare] if args.compare else []):
-        model, results = load_run(run)
-        cfg = cfg or TrainConfig(**results["config"])
-        models[f"{results['config']['model']}"] = model
+        model, run_cfg, _ = restore_run(run)
+        cfg = cfg or run_cfg
+        models[run_cfg.model] = model
     dataset = args.dataset or cfg.dataset
     if dataset != cfg.dataset:
         raise ValueError(f"{args.checkpoint} was trained on {cfg.dataset}, not {dataset}")
@@ -208,6 +214,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract one LLM layer into the block cache")
@@ -237,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a checkpoint written by `train` on a split")
-    p.add_argument("--checkpoint", required=True, help="a best.pth or last.pth written by `timm-rllm train`")
+    p.add_argument("--checkpoint", required=True,
+                   help="a run folder written by `timm-rllm train` (its best.pth is scored), or a best.pth/last.pth")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_eval)
@@ -254,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("explain", help="Grad-CAM maps of one run, or two side by side (2D)")
-    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train`")
-    p.add_argument("--compare", default=None, help="a second run folder, e.g. the plain ViT")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train`, or its best.pth")
+    p.add_argument("--compare", default=None, help="a second run folder (or checkpoint), e.g. the plain ViT")
     p.add_argument("--dataset", default=None, help="defaults to the run's dataset")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -284,15 +293,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "TIMM_RLLM_DEBUG"
+# Failures a user can cause and fix (bad options, files, network, disk): one line, exit 2.
+USER_ERRORS = (ValueError, LookupError, RuntimeError, OSError, ArithmeticError)
+
+
+def error_line(e: BaseException) -> str:
+    """The error as one line: what went wrong and what to do (exception messages here say both)."""
+    if isinstance(e, ImportError) and e.name:
+        extras = {"pytorch_grad_cam": "explain", "matplotlib": "plots"}
+        hint = f"pip install 'timm-rllm[{extras[e.name]}]'" if e.name in extras else f"pip install {e.name}"
+        return f"the optional package {e.name!r} is not installed: {hint}"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume where it stopped"
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
-    except (ValueError, IndexError, RuntimeError, FileNotFoundError) as e:
-        print(f"timm-rllm {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, ImportError, KeyboardInterrupt) as e:
+        if debug:
+            raise
+        print(f"timm-rllm {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 2
+    except Exception as e:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        print(f"timm-rllm {args.command}: internal error: {type(e).__name__}: {error_line(e)} (run with --debug for "
+              "the traceback, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
