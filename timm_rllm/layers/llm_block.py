@@ -135,7 +135,7 @@ class LlmAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=self.num_kv_heads != self.num_heads
         )
-        return self.o_proj(out.transpose(1, 2).reshape(B, N, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))  # explicit: B may be 0
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, causal={self.causal}, rope={self.rope}"

@@ -31,7 +31,7 @@ from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .._io import atomic_write_json, atomic_write_text, held_lock
+from .._io import atomic_write_json, atomic_write_text, held_lock, write_error
 from ..data import MULTI_LABEL, MedMNISTSplit, check_flag
 from ..data.transforms import RESIZE_POLICIES, Transform3d, transforms_2d
 from ..layers.sdpa import SDPA_CHOICES, sdpa_context
@@ -248,7 +248,6 @@ def init_distributed(device_kind: str) -> tuple[int, int, bool]:
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes) the results dict."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     if resume and results_path.is_file():
         done = json.loads(results_path.read_text())
@@ -258,6 +257,10 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a CUDA device (fp16 autocast with gradient scaling); on this machine "
                          "use --amp bf16 or --amp none")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e) from e
     # One writer per run folder: a second `train` into it would interleave checkpoints and logs.
     lock = held_lock(out / ".train.lock", f"training into {out}") if os.environ.get("RANK", "0") == "0" else \
         contextlib.nullcontext()
@@ -468,6 +471,8 @@ def restore_run(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConfig, 
     model: the checkpoint loads without unpickling code and must fit the model exactly (but the frozen block)."""
     path = Path(path)
     results = None
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not a finished run or a checkpoint: it does not exist")
     if path.is_dir():
         ckpt, results_path = path / "best.pth", path / "results.json"
         if not ckpt.is_file() or not results_path.is_file():
