@@ -50,6 +50,8 @@ FAULTS = [  # (id, what happens when ..., the behaviour)
     ("internal-error", "an unexpected bug is hit", "one line that says to rerun with --debug (which shows the "
      "traceback, as does TIMM_RLLM_DEBUG=1)"),
     ("empty-batch", "a model gets an empty batch", "it returns an empty result"),
+    ("sweep-layers-beyond-depth", "a sweep names layers beyond the LLM's depth (-40, 30, -31..-1 of 30 layers)",
+     "one line before any run: out of range (never a wrap-around)"),
 ]
 IDS = [f[0] for f in FAULTS]
 
@@ -353,3 +355,14 @@ def test_every_fault_has_a_test():
     for fault_id in IDS:
         assert f"test_{fault_id.replace('-', '_')}" in names, fault_id
     assert os.environ.get("TIMM_RLLM_SKIP_MD5") == "1"  # set by conftest for the synthetic files
+
+
+def test_sweep_layers_beyond_depth(capsys):
+    from timm_rllm.train.layer_sweep import resolve_layer_spec
+
+    assert resolve_layer_spec("-2..-1", 30) == [28, 29] and resolve_layer_spec("28..29", 30) == [28, 29]
+    for spec in ("-40", "30", "-40..-1", "0..30", "1..2..3"):
+        with pytest.raises((IndexError, ValueError)):
+            resolve_layer_spec(spec, 30)
+    rc = cli(["sweep", "--dataset", "breastmnist", "--layers=-31..-1", "--out", "/nonexistent/never"])
+    _one_line_error(capsys, rc, "out of range for an LLM with 30 layers")
