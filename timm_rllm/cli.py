@@ -76,12 +76,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass."""
+def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> None:
+    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass, then from
+    the ``recipe`` given with --config."""
     import dataclasses
 
     from .train import TrainConfig
 
+    p.add_argument("--config", "-c", default=None, metavar="YAML",
+                   help="a recipe file (e.g. benchmarks/recipes/paper_vit_s.yaml): its values are the defaults, "
+                   "flags override them")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -95,6 +99,32 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+    if recipe:
+        p.set_defaults(**recipe)
+
+
+def load_recipe(path: str) -> dict:
+    """A YAML recipe: TrainConfig fields (and ``out``) that become the defaults of `train`/`sweep`, so flags on the
+    command line override them (as timm's train.py does with --config)."""
+    import dataclasses
+
+    import yaml
+
+    from .train import TrainConfig
+
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read the recipe {path}: {' '.join(str(e).split())}") from e
+    if not isinstance(recipe, dict):
+        raise ValueError(f"the recipe {path} must be a YAML mapping of option names to values")
+    recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ValueError(f"the recipe {path} has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    return recipe
 
 
 def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
@@ -212,7 +242,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
+    """The CLI; ``recipe`` (from --config) gives `train` and `sweep` their defaults."""
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
     parser.add_argument("--debug", action="store_true",
                         help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
@@ -239,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="fine-tune a model on a MedMNIST dataset (validation-selected, test once)")
-    _add_train_args(p)
-    p.add_argument("--out", required=True, help="run folder: log.jsonl, last.pth, best.pth, results.json")
+    _add_train_args(p, recipe)
+    p.add_argument("--out", required=not (recipe or {}).get("out"),
+                   help="run folder: log.jsonl, last.pth, best.pth, results.json")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT/last.pth")
     p.set_defaults(func=_cmd_train)
 
@@ -252,14 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("sweep", help="which LLM, which layer: one run per (LLM, layer) + plain, mlp and random")
-    _add_train_args(p)
+    _add_train_args(p, recipe)
     p.add_argument("--llm", default="smollm2", help="comma-separated LLM presets, e.g. smollm2,gemma3")
     p.add_argument("--layers", default="-1,-2,-4,-8,middle,first",
                    help="comma-separated: index, first, middle, last, or a stack like -2..-1")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--vit-size", default="tiny")
     p.add_argument("--budget-epochs", type=int, default=None, help="cap the epochs for a quick scan")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=not (recipe or {}).get("out"))
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("explain", help="Grad-CAM maps of one run, or two side by side (2D)")
@@ -313,11 +345,14 @@ def error_line(e: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
+        if getattr(args, "config", None):  # parse again with the recipe's values as defaults
+            args = build_parser(load_recipe(args.config)).parse_args(argv)
         return args.func(args)
     except (*USER_ERRORS, ImportError, KeyboardInterrupt) as e:
         if debug:

@@ -26,7 +26,7 @@ import timm
 import torch
 from medmnist.evaluator import getACC, getAUC
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -52,7 +52,11 @@ class TrainConfig:
     resize: str = "resize"
     shift: int = 0  # 3D only: random shifts of up to this many voxels (flips use `hflip` as probability)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. residual, llm_layer, drop_path_rate
+    pretrained: bool = False  # timm's ImageNet weights into the ViT part (the paper's starting point)
     epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (a smoke run of a long recipe)
+    opt: str = "adamw"  # any timm optimizer name
+    sched: str = "cosine"  # cosine (per step, after warm-up) or none (constant lr)
     batch_size: int = 64
     lr: float = 5e-4
     min_lr: float = 1e-6
@@ -100,6 +104,9 @@ class TrainConfig:
             (self.sdpa in SDPA_CHOICES, f"--sdpa must be one of {', '.join(SDPA_CHOICES)}, got {self.sdpa!r}"),
             (self.select_on in SELECT_ON, f"--select-on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"),
             (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
+            (self.opt in list_optimizers(), f"--opt {self.opt!r} is not a timm optimizer (e.g. adamw, adam, sgd)"),
+            (self.sched in SCHEDULES, f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}"),
             (isinstance(self.model_kwargs, dict), "--model-kwargs must be a JSON object, e.g. '{\"llm_layer\": -2}'"),
         ]
         for ok, message in checks:
@@ -115,6 +122,7 @@ class TrainConfig:
 AMP_MODES = ("bf16", "fp16", "none")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 SELECT_ON = ("auc", "acc")
+SCHEDULES = ("cosine", "none")
 
 
 def check_randaug(spec: str) -> None:
@@ -180,7 +188,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
     kwargs = dict(num_classes=num_classes, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans)
-    return timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
+    return timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs, **cfg.model_kwargs)
 
 
 def _datasets(cfg: TrainConfig):
@@ -313,11 +321,13 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
     test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers)
 
-    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-2,
-        min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=len(train_loader),
-    )
+    optimizer = create_optimizer_v2(model, cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = None
+    if cfg.sched == "cosine":
+        scheduler, _ = create_scheduler_v2(
+            optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-2,
+            min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=len(train_loader),
+        )
     mixup = None
     if task != MULTI_LABEL and (cfg.mixup > 0 or cfg.cutmix > 0):
         from timm.data import Mixup
@@ -361,6 +371,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     if main_process:  # the log holds exactly the finished epochs (an interrupted epoch may have logged nothing)
         atomic_write_text(log_path, "".join(json.dumps(record) + "\n" for record in history))
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps and epoch * len(train_loader) >= cfg.max_steps:
+            break  # the smoke's steps are done: validate and test what there is
         if sampler is not None:
             sampler.set_epoch(epoch)
         model.train()
@@ -368,6 +380,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         bar = tqdm(train_loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for step, (x, y) in enumerate(bar):
+            if cfg.max_steps and epoch * len(train_loader) + step >= cfg.max_steps:
+                break
             x, y = x.to(device), y.to(device)
             if mixup is not None:
                 x, target = mixup(x, y)
@@ -386,7 +400,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step_update(epoch * len(train_loader) + step + 1)
+            if scheduler is not None:
+                scheduler.step_update(epoch * len(train_loader) + step + 1)
             if ema is not None:
                 ema.update(model, step=epoch * len(train_loader) + step)
             seen += len(x)
