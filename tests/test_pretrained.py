@@ -126,3 +126,21 @@ def test_paper_recipe_smoke_with_overrides(hf_cache, tmp_path, capsys):
     cfg = results["config"]
     assert cfg["pretrained"] and cfg["lr"] == 1.25e-4 and cfg["mixup"] == 0.8 and cfg["img_size"] == 32
     assert len(results["history"]) == 1 and results["history"][0]["epoch"] == 1  # stopped after 2 of 4 steps
+
+
+def test_gpu_check_skips_without_a_gpu(capsys):
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: run benchmarks/gpu_check.py itself")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().startswith("gpu_check: no CUDA device here, skipped")
+    from importlib import util
+
+    spec = util.spec_from_file_location("gpu_check", script)
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.bf16_peak("NVIDIA H200") == 989.4e12 and module.bf16_peak("NVIDIA H100 PCIe") == 756.5e12
+    assert module.bf16_peak("Some GPU") is None
