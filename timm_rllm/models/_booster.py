@@ -99,3 +99,12 @@ def restore_frozen_block(module: nn.Module, reinit) -> None:
     reinit()
     if saved is not None:
         block.load_state_dict(saved)
+
+
+def place_booster(booster: nn.Module, like: torch.Tensor) -> None:
+    """Put the booster where the backbone was built (``timm.create_model(..., device=, dtype=)``): the block, read
+    from the cache on the CPU, goes to that device; the adapters take the backbone's dtype too (the block keeps its
+    storage dtype and fp32 norms)."""
+    booster.to(like.device)
+    for adapter in (booster.w_in, booster.w_out):
+        adapter.to(like.dtype)

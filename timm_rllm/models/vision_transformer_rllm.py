@@ -13,6 +13,8 @@ import os
 from typing import Any
 
 import torch
+import torch.fx
+from timm.layers import register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
@@ -22,7 +24,7 @@ from torch import nn
 
 from ..layers.booster import Booster
 from ..llm.presets import get_preset
-from ._booster import RANDOM_SOURCE, create_booster, restore_frozen_block
+from ._booster import RANDOM_SOURCE, create_booster, place_booster, restore_frozen_block
 
 __all__ = ["RllmVisionTransformer", "RANDOM_SOURCE"]
 
@@ -67,6 +69,7 @@ class RllmVisionTransformer(VisionTransformer):
             llm_dtype,
         )
         if isinstance(self.booster, Booster):
+            place_booster(self.booster, self.patch_embed.proj.weight)
             reduction = self.feature_info[-1]["reduction"]
             self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
@@ -86,25 +89,7 @@ class RllmVisionTransformer(VisionTransformer):
     # --- forward -------------------------------------------------------------------------
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            hint = " (a volume: use a 3D model)" if x.ndim == 5 else ""
-            raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}{hint}")
-        in_chans = self.patch_embed.proj.in_channels
-        if x.shape[1] != in_chans:
-            raise ValueError(
-                f"the model takes {in_chans}-channel images, got {x.shape[1]} channels: create it with "
-                f"in_chans={x.shape[1]}, or convert the images (e.g. repeat a grayscale channel 3 times)"
-            )
-        pe = self.patch_embed
-        size = tuple(x.shape[-2:])
-        if pe.strict_img_size and pe.img_size is not None and size != tuple(pe.img_size):
-            raise ValueError(
-                f"the model takes {pe.img_size[0]}x{pe.img_size[1]} images, got {size[0]}x{size[1]}: create it "
-                f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
-                "or resize the images"
-            )
-        if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
-            raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+        check_images(x, self.patch_embed)
 
     def _stages(self) -> list[nn.Module]:
         """The stages forward_intermediates reports: the ViT blocks, then the booster if there is one."""
@@ -123,10 +108,14 @@ class RllmVisionTransformer(VisionTransformer):
     def forward_features(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise NotImplementedError("attention masks are not supported by the R-LLM ViT")
+        """As timm's ViT; a mask (or ``is_causal``) applies to the ViT blocks and to the LLM block, which sees
+        the same tokens."""
         x = self._embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if attn_mask is not None or is_causal:  # timm's own branch: blocks one by one with the mask
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            x = self.booster(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
             x = checkpoint(self.booster, x)
         else:
@@ -191,6 +180,32 @@ class RllmVisionTransformer(VisionTransformer):
             self.fc_norm = nn.Identity()
             self.reset_classifier(0, "")
         return take_indices
+
+
+def check_images(x: torch.Tensor, pe: nn.Module) -> None:
+    """One clear line for images of the wrong rank, channels or size."""
+    if x.ndim != 4:
+        hint = " (a volume: use a 3D model)" if x.ndim == 5 else ""
+        raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}{hint}")
+    in_chans = pe.proj.in_channels
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"the model takes {in_chans}-channel images, got {x.shape[1]} channels: create it with "
+            f"in_chans={x.shape[1]}, or convert the images (e.g. repeat a grayscale channel 3 times)"
+        )
+    size = tuple(x.shape[-2:])
+    if pe.strict_img_size and pe.img_size is not None and size != tuple(pe.img_size):
+        raise ValueError(
+            f"the model takes {pe.img_size[0]}x{pe.img_size[1]} images, got {size[0]}x{size[1]}: create it "
+            f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
+            "or resize the images"
+        )
+    if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
+        raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+
+
+torch.fx.wrap("check_images")  # fx: a leaf call wherever it is used (its checks branch on shapes)
+register_notrace_function(check_images)  # and in timm's feature extraction
 
 
 def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
