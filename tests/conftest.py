@@ -38,3 +38,24 @@ def tiny_hf_folders(tmp_path_factory):
     model.save_pretrained(root / "single")
     model.save_pretrained(root / "sharded", max_shard_size="40KB")
     return {"single": root / "single", "sharded": root / "sharded", "model": model}
+
+
+HUB_REPO = "tiny-org/tiny-llama"  # what the `hub` fixture serves: the sharded tiny checkpoint
+
+
+@pytest.fixture
+def hub(tiny_hf_folders, tmp_path, monkeypatch):
+    """A stand-in Hub on 127.0.0.1 serving HUB_REPO, with huggingface_hub pointed at it and its own cache."""
+    from hub_server import FakeHub
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as server:
+        # what HF_ENDPOINT sets when huggingface_hub is imported
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        template = server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        server.add_repo(HUB_REPO, tiny_hf_folders["sharded"])
+        yield server
