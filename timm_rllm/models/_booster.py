@@ -12,6 +12,7 @@ from torch import nn
 
 from ..layers.booster import Booster
 from ..layers.llm_block import LlmBlockConfig
+from ..llm.cache import tensor_digest
 from ..llm.loader import build_block, get_block_weights, random_block
 from ..llm.presets import SHAPE_FIELDS, LlmPreset, get_preset
 
@@ -61,10 +62,10 @@ def create_booster(
             raise ValueError(f"llm_layer {list(layers)} resolves to layers {indices}: a stack must be consecutive "
                              "layers in order (e.g. [-2, -1])")
         digest = ",".join(w.digest for w in all_weights)
-        if llm_digest and digest != llm_digest:
+        if llm_digest and digest != llm_digest and not _tensors_only_match(all_weights, llm_digest):
             raise ValueError(
                 f"the cached block for {source} layer {indices} has digest {digest[:12]}, but this "
-                f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision or file). "
+                f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision, file or place). "
                 f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
                 "or pass llm_source= pointing at it."
             )
@@ -80,6 +81,12 @@ def create_booster(
     trunc_normal_(booster.w_in.weight, std=0.02)
     trunc_normal_(booster.w_out.weight, std=0.02)
     return booster, info
+
+
+def _tensors_only_match(all_weights: list, llm_digest: str) -> bool:
+    """Checkpoints exported before cache format 2 recorded digests of the tensors alone; the cache entry's
+    own digest (now covering its config too) was checked when it was loaded."""
+    return ",".join(tensor_digest(w.tensors) for w in all_weights) == llm_digest
 
 
 def check_fits(cfg: LlmBlockConfig, preset: LlmPreset, source: str) -> None:
