@@ -18,7 +18,7 @@ from hub_server import Fault
 from huggingface_hub import constants
 
 from timm_rllm.cli import main as cli
-from timm_rllm.llm import BlockCache, CorruptCacheError, get_block_weights, tensor_digest
+from timm_rllm.llm import BlockCache, BlockSourceError, CorruptCacheError, get_block_weights, tensor_digest
 from timm_rllm.llm.cache import CacheLockTimeout, CacheWriteError, StaleCacheError, entry_name
 from timm_rllm.llm.hub import HubAccessError
 
@@ -51,6 +51,8 @@ FAULTS = [  # (id, what happens when ..., the behaviour)
     ("hub-header-dtype", "a header names an unknown dtype", _FORGED),
     ("hub-header-shape", "the header's layer shapes differ from what config.json says",
      "ValueError naming the tensor, before any tensor byte is requested; nothing cached"),
+    ("local-header-40gb", "a local model.safetensors header claims a 40 GB tensor",
+     "safetensors refuses the file when opening it, before any tensor is read: one-line BlockSourceError"),
     # the extraction lock
     ("lock-held", "another process holds the source's extraction lock longer than TIMM_RLLM_LOCK_TIMEOUT",
      "says once which process it waits for (pid, layer), then a one-line CacheLockTimeout"),
@@ -238,6 +240,22 @@ def test_hub_forged_headers(fault, single, tiny_hf_folders, tmp_path, monkeypatc
     _assert_nothing_left(tmp_path / "blocks", "tiny-org/forged", monkeypatch)
 
 
+@pytest.mark.parametrize("fault", ids("local-header"))
+def test_local_forged_header(fault, tiny_hf_folders, tmp_path, monkeypatch):
+    src = tiny_hf_folders["single"]
+    folder = tmp_path / "forged"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((src / "config.json").read_bytes())
+    _, header = _header(src / "model.safetensors")
+    start = header[TENSOR]["data_offsets"][0]
+    header[TENSOR].update(shape=[100_000, 100_000], data_offsets=[start, start + 4 * 10**10])
+    _write_with_header(src / "model.safetensors", folder / "model.safetensors", header)
+    with pytest.raises(BlockSourceError, match="model.safetensors is not a valid safetensors file") as e:
+        get_block_weights(str(folder), 1, cache_dir=tmp_path / "blocks")
+    _one_line(e)
+    _assert_nothing_left(tmp_path / "blocks", str(folder.resolve()), monkeypatch)
+
+
 # --- the extraction lock --------------------------------------------------------------------------
 
 
@@ -405,12 +423,14 @@ def test_unwritable_cache(fault, tiny_hf_folders, tmp_path, monkeypatch):
         cache_dir.write_text("a file")
         expected = f"{cache_dir} is a file, not a folder"
     elif fault == "cache-read-only":  # tests run as root, for whom chmod does not forbid: refuse as the kernel would
-        cache_dir.mkdir()
+        (cache_dir / ".locks").mkdir(parents=True)  # a cache used before: the lock file itself is refused
         real_open, real_mkdir = os.open, os.mkdir
 
         def refuse(real):
             def call(path, *args, **kwargs):
                 if str(path).startswith(str(cache_dir)):
+                    if real is real_mkdir and Path(path).exists():
+                        raise FileExistsError(errno.EEXIST, "File exists", str(path))
                     raise OSError(errno.EROFS, "Read-only file system", str(path))
                 return real(path, *args, **kwargs)
             return call
@@ -433,7 +453,8 @@ def test_unwritable_cache(fault, tiny_hf_folders, tmp_path, monkeypatch):
     if fault == "cache-not-a-folder":
         assert cache_dir.read_text() == "a file"
     elif fault == "cache-read-only":
-        assert list(cache_dir.iterdir()) == []
+        assert e.value.__cause__.filename.endswith(".lock")  # refused at the lock file
+        assert [p.name for p in cache_dir.rglob("*")] == [".locks"]
     else:
         _assert_nothing_left(cache_dir, str(Path(source).resolve()), monkeypatch)
 
