@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 # One block cache for the whole run, never the user's own (set before timm_rllm is imported).
-os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
+SESSION_CACHE = os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -14,6 +15,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDMNIST_DIR = SHARED / "data" / "medmnist"
 # The real MedMNIST files sit in ../shared beside every checkout (CI's too); a clone elsewhere skips.
 needs_shared = pytest.mark.skipif(not MEDMNIST_DIR.is_dir(), reason=f"{MEDMNIST_DIR} not present")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)  # the session's blocks and assembled GGUF (241 MB)
 
 
 def tiny_llama_config(**overrides):
