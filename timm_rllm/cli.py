@@ -31,25 +31,50 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     cache = BlockCache(args.cache_dir)
+
+    def mib(path) -> str:
+        try:
+            return f"{path.stat().st_size / 2**20:.1f} MiB"
+        except OSError:  # a partial file finished or removed meanwhile
+            return "gone"
+
     if args.action == "list":
-        entries = cache.entries()
+        entries, ggufs, partials = cache.entries(), cache.gguf_files(), cache.partials()
         print(f"{len(entries)} block(s) in {cache.root}")
         for e in entries:
-            size_mb = e.path.stat().st_size / 2**20
-            print(f"  {e.path.name}  {e.metadata.get('family', '?')}  layer {e.layer}  {size_mb:.1f} MiB  {e.source}")
+            meta = e.metadata
+            print(f"  {e.path.name}  {meta.get('family', '?')}  layer {meta.get('layer', '?')}  {mib(e.path)}  "
+                  f"{meta.get('source', '?')}")
+        if ggufs:
+            print(f"{len(ggufs)} assembled GGUF file(s):")
+            for path in ggufs:
+                print(f"  {path.relative_to(cache.root)}  {mib(path)}")
+        if partials:
+            print(f"{len(partials)} partial file(s) of interrupted writes (the next extraction of the entry or "
+                  "`timm-rllm cache remove` deletes them):")
+            for path in partials:
+                print(f"  {path.relative_to(cache.root)}  {mib(path)}  (partial)")
         return 0
     if args.action == "verify":
         report = cache.verify()
         for path, status in report.items():
             print(f"{'ok ' if status == 'ok' else 'BAD'} {path.name}" + ("" if status == "ok" else f": {status}"))
         return 0 if all(s == "ok" for s in report.values()) else 1
-    # remove
-    removed = 0
+    # remove: entries by file name or source; GGUF files by name; partial files of a named file or by name
+    everything = args.names == ["all"]
+    removed = []
     for e in cache.entries():
-        if args.names == ["all"] or e.path.name in args.names or e.source in args.names:
+        if everything or e.path.name in args.names or e.metadata.get("source") in args.names:
             cache.remove(e)
-            print(f"removed {e.path.name}")
-            removed += 1
+            removed.append(e.path.name)
+    for path in [*cache.gguf_files(), *cache.partials()]:
+        relative = str(path.relative_to(cache.root))
+        named = {path.name, relative} & set(args.names) or any(path.name.startswith(f".{n}.") for n in args.names)
+        if everything or named:
+            cache.remove_file(path)
+            removed.append(relative)
+    for name in removed:
+        print(f"removed {name}")
     if not removed:
         print(f"nothing matched {args.names} in {cache.root} (see `timm-rllm cache list`)", file=sys.stderr)
         return 1
@@ -259,9 +284,10 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm)")
     p.set_defaults(func=_cmd_extract)
 
-    p = sub.add_parser("cache", help="list, verify or remove cached blocks")
+    p = sub.add_parser("cache", help="list, verify or remove cached blocks, assembled GGUF files and partial files")
     p.add_argument("action", choices=["list", "verify", "remove"])
-    p.add_argument("names", nargs="*", help="for remove: file names or sources, or 'all'")
+    p.add_argument("names", nargs="*", help="for remove: file names or sources, or 'all' (blocks, GGUF files, "
+                   "partial files)")
     p.add_argument("--cache-dir", default=None)
     p.set_defaults(func=_cmd_cache)
 
