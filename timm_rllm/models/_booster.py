@@ -10,7 +10,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from ..layers.booster import Booster
+from ..layers.booster import BLOCK_FREE_MODES, FORMULAS, Booster
 from ..layers.llm_block import LlmBlockConfig
 from ..llm.loader import build_block, get_block_weights, random_block
 from ..llm.presets import SHAPE_FIELDS, LlmPreset, get_preset
@@ -42,10 +42,11 @@ def create_booster(
         return nn.Identity(), {"llm": None}
     preset = get_preset(llm)
     source = llm_source or preset.source
-    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license,
-                            "dtype": llm_dtype}
-    if residual == "mlp":
-        block, info = None, {"llm": None, "residual": residual}
+    # the formula makes results files say which function a mode name meant (`mlp` changed in #17)
+    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "formula": FORMULAS.get(residual),
+                            "license": preset.license, "dtype": llm_dtype}
+    if residual in BLOCK_FREE_MODES:
+        block, info = None, {"llm": None, "residual": residual, "formula": FORMULAS[residual]}
     elif source == RANDOM_SOURCE:
         count = 1 if isinstance(llm_layer, int) else len(llm_layer)
         blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in range(count)]
