@@ -23,7 +23,6 @@ import numpy as np
 import timm
 import torch
 from medmnist.evaluator import getACC, getAUC
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader
@@ -32,9 +31,9 @@ from tqdm.auto import tqdm
 from ..data import MedMNISTSplit
 from ..data.transforms import Transform3d, transforms_2d
 from ..layers.sdpa import sdpa_context
+from .balance import balanced_sampler, build_criterion, check_balance
 from .checkpoint import atomic_torch_save, atomic_write_json
-
-MULTI_LABEL = "multi-label, binary-class"
+from .scoring import MULTI_LABEL, balanced_accuracy, prediction_summary
 
 
 @dataclass
@@ -72,6 +71,11 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     select_on: str = "auc"  # validation metric that picks the epoch: auc or acc
+    balance: str = "none"  # class imbalance: none, weighted-loss, sampler (see train/balance.py)
+    score_test: bool = True  # False: the test split is never loaded nor scored (recipe search)
+
+    def __post_init__(self) -> None:
+        check_balance(self.balance)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,6 +85,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo), which speeds and bit-level results depend on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def environment() -> dict[str, Any]:
@@ -97,6 +113,7 @@ def environment() -> dict[str, Any]:
         "timm_rllm": timm_rllm.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -105,8 +122,10 @@ def environment() -> dict[str, Any]:
 
 
 def metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, float]:
-    """ACC and AUC exactly as `medmnist.Evaluator` computes them (probabilities in)."""
-    return {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task))}
+    """ACC and AUC exactly as `medmnist.Evaluator` computes them (probabilities in), and balanced accuracy
+    of the same thresholded predictions (`scoring.balanced_accuracy`)."""
+    return {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task)),
+            "bacc": balanced_accuracy(y_true, y_score, task)}
 
 
 @torch.no_grad()
@@ -146,7 +165,8 @@ def _datasets(cfg: TrainConfig):
                                cfg.hflip, cfg.randaug, cfg.reprob)
         return MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
 
-    return make("train", True), make("val", False), make("test", False), in_chans
+    # a recipe search must not even load the test split
+    return make("train", True), make("val", False), make("test", False) if cfg.score_test else None, in_chans
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -209,11 +229,15 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    if cfg.balance == "sampler":
+        if world > 1:
+            raise ValueError("--balance sampler is single-process; under torchrun use --balance weighted-loss")
+        sampler = balanced_sampler(train_ds.labels, task, num_classes, gen)
     train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=len(train_ds) > cfg.batch_size * world, num_workers=cfg.workers,
                               generator=gen)
     val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
-    test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers)
+    test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers) if test_ds is not None else None
 
     optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler, _ = create_scheduler_v2(
@@ -228,14 +252,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             raise ValueError("Mixup/CutMix pairs images: use an even --batch-size no larger than the train split")
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    if task == MULTI_LABEL:
-        criterion = torch.nn.BCEWithLogitsLoss()
-    elif mixup is not None:
-        criterion = SoftTargetCrossEntropy()
-    elif cfg.label_smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing)
-    else:
-        criterion = torch.nn.CrossEntropyLoss()
+    criterion = build_criterion(cfg.balance, task, train_ds.labels, num_classes, cfg.label_smoothing,
+                                mixup is not None, device)
     ema = None
     if cfg.ema_decay:
         from timm.utils import ModelEmaV3
@@ -261,7 +279,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
     log_path = out / "log.jsonl"
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
+        if world > 1:
             sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -295,14 +313,16 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         train_images += seen
 
         eval_model = ema.module if ema is not None else model
-        val = metrics(*predict(eval_model, val_loader, device, amp, task), task)
+        val_true, val_score = predict(eval_model, val_loader, device, amp, task)
+        val = metrics(val_true, val_score, task)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"],
-                  "val_acc": val["acc"], "val_auc": val["auc"], "epoch_time_s": epoch_time,
+                  "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"], "epoch_time_s": epoch_time,
                   "train_images_per_s": seen / epoch_time}
         history.append(record)
         key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
         if best is None or key > tuple(best["key"]):
-            best = {"epoch": epoch + 1, "key": list(key), "val": val}
+            best = {"epoch": epoch + 1, "key": list(key), "val": val,
+                    "val_pred": prediction_summary(val_score, task, num_classes)}
             if main_process:
                 atomic_torch_save({"model": _trainable_state(eval_model), "epoch": epoch + 1,
                                    "config": cfg.to_dict()}, out / "best.pth")
@@ -311,7 +331,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
                 f.write(json.dumps(record) + "\n")
         if progress:
             print(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
-                  f"auc {val['auc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
+                  f"auc {val['auc']:.4f} bacc {val['bacc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
         if not main_process:
             continue
         atomic_torch_save({
@@ -329,7 +349,11 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     # the test split, once, with the weights the validation split chose
     selected = torch.load(out / "best.pth", map_location=device, weights_only=False)
     model.load_state_dict(selected["model"], strict=False)
-    test = metrics(*predict(model, test_loader, device, amp, task), task)
+    test, test_pred = None, {"collapsed": None, "pred_counts": None}
+    if cfg.score_test:
+        test_true, test_score = predict(model, test_loader, device, amp, task)
+        test, test_pred = metrics(test_true, test_score, task), prediction_summary(test_score, task, num_classes)
+    val_pred = best.get("val_pred") or {}
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results = {
@@ -342,6 +366,11 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         "selected_epoch": best["epoch"],
         "val": best["val"],
         "test": test,
+        # the selected model gives every test image the same answer (one class / one label vector)
+        "collapsed": test_pred["collapsed"],
+        "test_pred_counts": test_pred["pred_counts"],
+        "val_collapsed": val_pred.get("collapsed"),
+        "val_pred_counts": val_pred.get("pred_counts"),
         "train_time_s": train_time,
         "train_images_per_s": train_images * world / train_time if train_time else None,
         "world_size": world,

@@ -1,0 +1,145 @@
+"""Issue #17, "does it boost?": class balance, balanced accuracy and collapse, the CNN baseline, paired
+statistics and the recipe search, each on tiny synthetic MedMNIST files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_train import write_npz
+
+import timm_rllm  # noqa: F401
+from timm_rllm.cli import main as cli
+from timm_rllm.train import TrainConfig, fit
+from timm_rllm.train.balance import balanced_sampler, build_criterion, class_weights, pos_weights, sample_weights
+from timm_rllm.train.scoring import balanced_accuracy, predicted_labels, prediction_summary
+
+ML = "multi-label, binary-class"
+TINY_VIT = dict(model="vit_tiny_patch16_224", img_size=28, patch_size=7, epochs=1, batch_size=16, warmup_epochs=0,
+                model_kwargs={"depth": 1})
+
+
+# --- 2. class imbalance --------------------------------------------------------------------------------
+
+def test_class_and_label_weights_exact():
+    # counts 3, 1, 0: inverse 1/3, 1, (absent: 0); mean 1 over the present classes -> 0.5, 1.5, 0
+    assert class_weights(np.array([[0], [0], [0], [1]]), 3).tolist() == pytest.approx([0.5, 1.5, 0.0])
+    y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 1, 1]])
+    # label 0: 3 neg / 1 pos; label 1: 3/1; label 2: all positive -> 1 (no ratio)
+    assert pos_weights(y).tolist() == pytest.approx([3.0, 3.0, 1.0])
+
+
+def test_sample_weights_single_and_multi_label():
+    w = sample_weights(np.array([[0]] * 9 + [[1]]), "binary-class", 2)
+    assert w[-1] / w[0] == pytest.approx(9.0)  # the rare class is drawn 9x as often per image
+    y = np.array([[1, 0], [1, 1], [0, 0], [0, 0]])
+    w = sample_weights(y, ML, 2)
+    # label 0 has 2 positives (1/2), label 1 one (1); image 1: 1/2, image 2: mean(1/2, 1) = 3/4;
+    # the two images without a positive label form their own group: 1/2 each
+    assert (w / w[0]).tolist() == pytest.approx([1.0, 1.5, 1.0, 1.0])
+
+
+def test_balanced_sampler_draws_balanced_and_is_seeded():
+    labels = np.array([[0]] * 90 + [[1]] * 10)
+    draws = list(balanced_sampler(labels, "binary-class", 2, torch.Generator().manual_seed(0)))
+    assert len(draws) == 100 and 35 <= sum(labels[i, 0] for i in draws) <= 65  # ~50, not ~10
+    again = list(balanced_sampler(labels, "binary-class", 2, torch.Generator().manual_seed(0)))
+    assert draws == again
+
+
+def test_weighted_cross_entropy_with_smoothing_formula():
+    torch.manual_seed(0)
+    labels = np.array([[0], [0], [0], [1], [2], [2]])
+    w = class_weights(labels, 3)
+    logits, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 0])
+    eps = 0.1
+    crit = build_criterion("weighted-loss", "multi-class", labels, 3, eps, mixup=False)
+    logp = logits.log_softmax(-1)
+    per = (1 - eps) * w[y] * -logp[torch.arange(5), y] + eps / 3 * (w * -logp).sum(-1)
+    assert crit(logits, y).item() == pytest.approx((per.sum() / w[y].sum()).item(), rel=1e-5)
+    # the same loss without weights is timm's (earlier runs stay reproducible)
+    plain = build_criterion("none", "multi-class", labels, 3, eps, mixup=False)
+    assert type(plain).__name__ == "LabelSmoothingCrossEntropy"
+
+
+def test_weighted_soft_targets_and_multilabel_formula():
+    torch.manual_seed(0)
+    labels = np.array([[0], [0], [0], [1]])
+    w = class_weights(labels, 2)
+    logits, t = torch.randn(4, 2), torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.95, 0.05]])
+    crit = build_criterion("weighted-loss", "binary-class", labels, 2, 0.1, mixup=True)
+    expected = -(w * t * logits.log_softmax(-1)).sum(-1).mean()
+    assert crit(logits, t).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    y = np.array([[1, 0], [0, 0], [0, 0], [0, 1]], dtype=np.float32)
+    crit = build_criterion("weighted-loss", ML, y, 2, 0.1, mixup=False)
+    x, target = torch.randn(4, 2), torch.from_numpy(y)
+    pw = torch.tensor([3.0, 3.0])
+    manual = -(pw * target * torch.nn.functional.logsigmoid(x) + (1 - target) * torch.nn.functional.logsigmoid(-x))
+    assert crit(x, target).item() == pytest.approx(manual.mean().item(), rel=1e-5)
+
+
+def test_balance_is_validated():
+    with pytest.raises(ValueError, match="balance must be one of none, weighted-loss, sampler"):
+        TrainConfig(balance="oversample")
+    assert cli(["train", "--balance", "oversample", "--out", "unused"]) == 2
+
+
+@pytest.mark.parametrize("balance", ["weighted-loss", "sampler"])
+def test_fit_with_balance_is_reproducible(tmp_path, balance):
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 12, 12))
+    cfg = TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), balance=balance, **TINY_VIT)
+    a = fit(cfg, tmp_path / "a", progress=False)
+    b = fit(cfg, tmp_path / "b", progress=False)
+    keys = ("train_loss", "val_acc", "val_auc", "val_bacc")
+    assert a["config"]["balance"] == balance and a["test"] == b["test"]
+    assert [[h[k] for k in keys] for h in a["history"]] == [[h[k] for k in keys] for h in b["history"]]
+    plain = fit(TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "p",
+                progress=False)
+    assert plain["history"][0]["train_loss"] != a["history"][0]["train_loss"]  # the option changes training
+
+
+# --- 3. balanced accuracy and collapse -------------------------------------------------------------------
+
+def test_balanced_accuracy_exact():
+    y = np.array([[0], [0], [0], [1]])
+    # binary: P(class 1) > 0.5 as in getACC; predictions 0, 0, 1, 1 -> recalls 2/3 and 1
+    s = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]])
+    assert balanced_accuracy(y, s, "binary-class") == pytest.approx((2 / 3 + 1) / 2)
+    # a majority-class model: ACC 0.75, BACC 0.5
+    always0 = np.array([[0.9, 0.1]] * 4)
+    assert balanced_accuracy(y, always0, "binary-class") == pytest.approx(0.5)
+    # multi-class, arg-max; class 2 never occurs in y and does not count
+    y3 = np.array([0, 1, 1, 1])
+    s3 = np.eye(3)[[0, 1, 0, 2]]
+    assert balanced_accuracy(y3, s3, "multi-class") == pytest.approx((1 + 1 / 3) / 2)
+    # multi-label: label 0 TPR 1 TNR 1/2 -> 3/4; label 1 all negative, TNR 1 -> 1
+    yml = np.array([[1, 0], [0, 0], [0, 0]])
+    sml = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.3]])
+    assert balanced_accuracy(yml, sml, ML) == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_collapse_and_prediction_counts():
+    one = prediction_summary(np.array([[0.9, 0.1]] * 5), "binary-class", 2)
+    assert one == {"collapsed": True, "pred_counts": [5, 0]}
+    two = prediction_summary(np.array([[0.9, 0.1]] * 4 + [[0.2, 0.8]]), "binary-class", 2)
+    assert two == {"collapsed": False, "pred_counts": [4, 1]}
+    assert prediction_summary(np.eye(5)[[3, 3, 3]], "ordinal-regression", 5)["pred_counts"] == [0, 0, 0, 3, 0]
+    same_vector = prediction_summary(np.array([[0.9, 0.1, 0.7]] * 3), ML, 3)
+    assert same_vector == {"collapsed": True, "pred_counts": [3, 0, 3]}
+    assert prediction_summary(np.array([[0.9, 0.1], [0.9, 0.6]]), ML, 2)["collapsed"] is False
+    assert predicted_labels(np.array([[0.5, 0.5]]), "binary-class").tolist() == [0]  # getACC: strictly > 0.5
+
+
+def test_fit_reports_bacc_collapse_and_counts(tmp_path):
+    write_npz(tmp_path / "retinamnist.npz", classes=5, n=(40, 20, 14), shape=(28, 28, 3))
+    r = fit(TrainConfig(dataset="retinamnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "r", progress=False)
+    assert set(r["test"]) == set(r["val"]) == {"acc", "auc", "bacc"}
+    counts = r["test_pred_counts"]
+    assert len(counts) == 5 and sum(counts) == 14
+    assert r["collapsed"] == (sum(c > 0 for c in counts) == 1) and isinstance(r["collapsed"], bool)
+    assert sum(r["val_pred_counts"]) == 20 and isinstance(r["val_collapsed"], bool)
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["val_bacc"] == r["history"][0]["val_bacc"] and 0 <= log[0]["val_bacc"] <= 1
+    env = r["environment"]
+    assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads()
