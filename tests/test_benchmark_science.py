@@ -2,9 +2,11 @@
 statistics and the recipe search, each on tiny synthetic MedMNIST files."""
 
 import json
+import math
 
 import numpy as np
 import pytest
+import timm
 import torch
 from test_train import write_npz
 
@@ -12,6 +14,7 @@ import timm_rllm  # noqa: F401
 from timm_rllm.cli import main as cli
 from timm_rllm.train import TrainConfig, fit
 from timm_rllm.train.balance import balanced_sampler, build_criterion, class_weights, pos_weights, sample_weights
+from timm_rllm.train.engine import build_model
 from timm_rllm.train.scoring import balanced_accuracy, predicted_labels, prediction_summary
 
 ML = "multi-label, binary-class"
@@ -143,3 +146,67 @@ def test_fit_reports_bacc_collapse_and_counts(tmp_path):
     assert log[0]["val_bacc"] == r["history"][0]["val_bacc"] and 0 <= log[0]["val_bacc"] <= 1
     env = r["environment"]
     assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads()
+
+
+# --- 4. MedMNIST v2's ResNet-18 in the same harness -------------------------------------------------------
+
+def test_resnet18_medmnist_is_resnet18_with_the_small_stem():
+    model = timm.create_model("resnet18_medmnist", num_classes=3, in_chans=1).eval()
+    stock = timm.create_model("resnet18", num_classes=3, in_chans=1)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.conv1.padding == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(stock) - n(model) == 64 * (7 * 7 - 3 * 3)  # only the stem kernel differs
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 512, 4, 4)  # 28 -> 28, 14, 7, 4: no stem downsampling
+        assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 512)
+    feats = timm.create_model("resnet18_medmnist", features_only=True, in_chans=1)
+    assert feats.feature_info.reduction() == [1, 1, 2, 4, 8]
+    assert [f.shape[-1] for f in feats(x)] == [28, 28, 14, 7, 4]
+
+
+def test_resnet18_3d_medmnist():
+    model = timm.create_model("resnet18_3d_medmnist", num_classes=3).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(convs) == 1 + 16 + 3 and not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert model.conv1.kernel_size == (3, 3, 3) and model.conv1.stride == (1, 1, 1)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (1, 512, 2, 2, 2)
+        assert model(x).shape == (1, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == (1, 512)
+        model.reset_classifier(4, "")
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (1, 512, 2, 2, 2)
+    with pytest.raises(ValueError, match="resnet18_medmnist"):
+        model(torch.randn(1, 1, 16, 16))
+    feats = timm.create_model("resnet18_3d_medmnist", features_only=True)
+    assert [f.shape[-1] for f in feats(x)] == [16, 16, 8, 4, 2]
+    # layer decay: the stem, the 8 blocks in order, then the head
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 8 + 1 and groups[max(groups)] == ["fc.weight", "fc.bias"]
+
+
+def test_cnn_models_train_through_fit(tmp_path):
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 8, 8))
+    cfg = TrainConfig(model="resnet18_medmnist", dataset="breastmnist", data_dir=str(tmp_path), epochs=1,
+                      batch_size=8, warmup_epochs=0, amp="none")
+    r = fit(cfg, tmp_path / "r2d", progress=False)
+    assert r["params_total"] > 11_000_000 and 0 <= r["test"]["auc"] <= 1
+    write_npz(tmp_path / "adrenalmnist3d.npz", classes=2, n=(8, 4, 4), shape=(8, 8, 8))
+    cfg3 = TrainConfig(model="resnet18_3d_medmnist", dataset="adrenalmnist3d", data_dir=str(tmp_path), epochs=1,
+                       batch_size=4, warmup_epochs=0, amp="none")
+    r3 = fit(cfg3, tmp_path / "r3d", progress=False)
+    assert r3["params_total"] > 33_000_000 and len(r3["test_pred_counts"]) == 2
+
+
+def test_stock_resnet_at_28px_names_the_medmnist_model():
+    with pytest.raises(ValueError, match="--model resnet18_medmnist"):
+        build_model(TrainConfig(model="resnet18"), 2, 1)
+    # at 224 px timm's ResNet-18 is MedMNIST v2's ResNet-18 (224): allowed, with no img_size argument
+    assert build_model(TrainConfig(model="resnet18", img_size=224), 2, 1).fc.out_features == 2
+    logits = build_model(TrainConfig(model="resnet18_medmnist"), 2, 1)(torch.randn(1, 1, 28, 28))
+    assert math.isfinite(logits.sum().item())

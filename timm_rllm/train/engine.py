@@ -142,8 +142,24 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
     return (y_true if y_true.ndim == 2 else y_true[:, None]), torch.cat(scores).cpu().numpy()
 
 
+# Entrypoint modules of convolutional models: they take any input size and no img_size/patch_size arguments.
+CNN_MODULES = ("timm.models.resnet", "timm_rllm.models.resnet_medmnist")
+
+
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
-    kwargs = dict(num_classes=num_classes, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans)
+    module = timm.models.model_entrypoint(cfg.model).__module__ if timm.models.is_model(cfg.model) else None
+    if module == "timm.models.resnet" and cfg.img_size < 64:
+        raise ValueError(f"timm's {cfg.model} has the ImageNet stem (7x7 stride-2 conv + max-pool: a {cfg.img_size} px "
+                         f"image is {-(-cfg.img_size // 4)} px wide before its first stage). MedMNIST v2's ResNet-18 "
+                         "(28) is --model resnet18_medmnist (volumes: resnet18_3d_medmnist)")
+    if module not in CNN_MODULES:
+        kwargs.update(img_size=cfg.img_size, patch_size=cfg.patch_size)
+    elif cfg.amp == "bf16" and cfg.device != "cuda" and not torch.cuda.is_available() and \
+            not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # measured here (AVX2, no native bf16): a ResNet-18 training step is ~19x slower under bf16 autocast
+        print(f"warning: {cfg.model} under --amp bf16 on a CPU without native bf16: convolutions run many times "
+              "slower than in fp32; consider --amp none", file=sys.stderr)
     return timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
 
 
