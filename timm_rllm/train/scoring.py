@@ -7,6 +7,7 @@ the collapse flag describe the same predictions that ACC scores.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,3 +51,10 @@ def prediction_summary(y_score: np.ndarray, task: str, num_classes: int) -> dict
         return {"collapsed": collapsed, "pred_counts": y_pred.sum(0).astype(int).tolist()}
     counts = np.bincount(y_pred, minlength=num_classes)
     return {"collapsed": bool((counts > 0).sum() <= 1), "pred_counts": counts.astype(int).tolist()}
+
+
+def collapse_tally(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``k/n``: how many of n results files say their selected model collapsed on the test split
+    (``n/a`` when the files predate the flag)."""
+    known = [r["collapsed"] for r in runs if r.get("collapsed") is not None]
+    return f"{sum(known)}/{len(known)}" if known else "n/a"
