@@ -302,3 +302,78 @@ def test_medmnist_sweep_configs():
     assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"} and linear.amp == "bf16"
     args.backbone = "vivit"
     assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"
+
+
+# --- 6. recipe search on the validation split only ----------------------------------------------------------
+
+def test_score_test_false_never_loads_the_test_split(tmp_path, monkeypatch):
+    import timm_rllm.train.engine as engine
+
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
+    splits, scored = [], []
+    real_split, real_predict = engine.MedMNISTSplit, engine.predict
+
+    def split(flag, which, *a, **k):
+        splits.append(which)
+        return real_split(flag, which, *a, **k)
+
+    def predict(model, loader, *a, **k):
+        scored.append(loader.dataset.split)
+        return real_predict(model, loader, *a, **k)
+
+    monkeypatch.setattr(engine, "MedMNISTSplit", split)
+    monkeypatch.setattr(engine, "predict", predict)
+    r = fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), score_test=False, **TINY_VIT), tmp_path / "v",
+            progress=False)
+    assert "test" not in splits and set(scored) == {"val"}
+    assert r["test"] is None and r["collapsed"] is None and r["test_pred_counts"] is None
+    assert r["val"]["auc"] is not None and isinstance(r["val_collapsed"], bool)
+    splits.clear(), scored.clear()
+    fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "t", progress=False)
+    assert "test" in splits and scored[-1] == "test"  # the default still scores it, once, at the end
+
+
+def test_recipe_choice_rule():
+    search = _benchmark("recipe_search")
+    s = lambda auc, epochs: {"val_auc_mean": auc, "epochs": epochs}  # noqa: E731
+    assert search.choose({"a": s(80.004, 40), "b": s(80.0, 20), "c": s(79.0, 10)}) == "b"  # a tie: fewer epochs
+    assert search.choose({"a": s(81.0, 40), "b": s(80.0, 20)}) == "a"
+    assert search.choose({"a": s(80.0, 20), "b": s(80.0, 20)}) == "a"  # then the dict's order
+    assert search.choose({}) is None
+
+
+def test_recipe_search_end_to_end_never_touches_test(tmp_path, monkeypatch):
+    search = _benchmark("recipe_search")
+    import timm_rllm.train.engine as engine
+
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
+    monkeypatch.setattr(search, "ARCH", {"2d": dict(model="vit_tiny_patch16_224", img_size=28, patch_size=7,
+                                                    model_kwargs={"depth": 1})})
+    monkeypatch.setattr(search, "BASE", {"2d": dict(batch_size=16, warmup_epochs=0, randaug=None, reprob=0.0)})
+    monkeypatch.setattr(search, "CANDIDATES", {"2d": {"one": {}, "two": {"lr": 1e-3, "epochs_factor": 2}}})
+    monkeypatch.setattr(search, "EPOCHS", {"breastmnist": 1})
+    splits = []
+    real_split = engine.MedMNISTSplit
+    monkeypatch.setattr(engine, "MedMNISTSplit", lambda flag, which, *a, **k: splits.append(which) or
+                        real_split(flag, which, *a, **k))
+    threads = torch.get_num_threads()
+    out = tmp_path / "search"
+    try:
+        search.main(["--dataset", "breastmnist", "--data-dir", str(tmp_path), "--out", str(out), "--seeds", "0",
+                     "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert splits and "test" not in splits
+    record = json.loads((out / "breastmnist" / "search.json").read_text())
+    assert set(record["candidates"]) == {"one", "two"} and record["chosen"] in ("one", "two")
+    assert record["candidates"]["two"]["epochs"] == 2 and record["torch_threads"] == [1]
+    assert record["environment"]["cpu_model"] and record["chosen_config"]["model"] == "vit_tiny_patch16_224"
+    text = (out / "breastmnist" / "search.md").read_text()
+    assert "(chosen)" in text and "val AUC" in text and "test AUC" not in text and "test ACC" not in text
+    for path in (out / "breastmnist").glob("*/seed0/results.json"):
+        assert json.loads(path.read_text())["test"] is None
+    # an edited candidate: its old run is left out as stale, not reported under the new overrides
+    monkeypatch.setitem(search.CANDIDATES["2d"], "one", {"lr": 2e-3})
+    search.main(["--dataset", "breastmnist", "--out", str(out), "--seeds", "0", "--render-only"])
+    record = json.loads((out / "breastmnist" / "search.json").read_text())
+    assert set(record["candidates"]) == {"two"} and record["stale_runs"] == ["one/seed0"]
