@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
+from timm_rllm.train.engine import resolve_amp  # noqa: E402
 from timm_rllm.train.scoring import collapse_tally  # noqa: E402
 
 OUT = ROOT / "results" / "recipe_search"
@@ -92,13 +93,14 @@ def dim(dataset: str) -> str:
 
 
 def candidate_config(dataset: str, name: str, seed: int, data_dir: str | None = None,
-                     epochs: int | None = None) -> TrainConfig:
-    """The TrainConfig of one candidate run: architecture, BASE, the candidate's overrides; test never scored."""
+                     epochs: int | None = None, amp: str = "auto") -> TrainConfig:
+    """The TrainConfig of one candidate run: architecture, BASE, the candidate's overrides; test never scored.
+    ``amp="auto"``: bf16 where the hardware runs it natively, else fp32 (`engine.resolve_amp`)."""
     d = dim(dataset)
     overrides = dict(CANDIDATES[d][name])
     base_epochs = epochs or EPOCHS.get(dataset, DEFAULT_EPOCHS)
     n_epochs = max(1, round(base_epochs * overrides.pop("epochs_factor", 1.0)))
-    cfg = {**ARCH[d], **BASE[d], **overrides}
+    cfg = {**ARCH[d], "amp": resolve_amp(amp), **BASE[d], **overrides}
     cfg["warmup_epochs"] = min(cfg["warmup_epochs"], n_epochs - 1)
     return TrainConfig(dataset=dataset, data_dir=data_dir, epochs=n_epochs, seed=seed, score_test=False, **cfg)
 
@@ -138,7 +140,7 @@ def _overrides(dataset: str, name: str) -> dict[str, Any]:
     return dict(CANDIDATES[dim(dataset)][name])
 
 
-def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None) -> str:
+def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None, amp: str = "auto") -> str:
     """search.json and search.md of one dataset, from its run folders (validation numbers only). A run folder
     whose config is no longer its candidate's (the dict was edited) is left out and listed as stale."""
     folder = out / dataset
@@ -151,7 +153,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None)
             seed, data_dir = r["config"]["seed"], r["config"]["data_dir"]
             if seed not in seeds:
                 continue
-            if r["config"] != dataclasses.asdict(candidate_config(dataset, name, seed, data_dir, epochs)):
+            if r["config"] != dataclasses.asdict(candidate_config(dataset, name, seed, data_dir, epochs, amp)):
                 stale.append(f"{name}/seed{seed}")
                 continue
             runs.append(r)
@@ -170,7 +172,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None)
         "torch_threads": sorted(threads), "environment": env, "candidates": summary, "stale_runs": stale,
         "chosen": chosen,
         "chosen_config": None if chosen is None else {k: v for k, v in dataclasses.asdict(candidate_config(
-            dataset, chosen, 0, None, epochs)).items() if k not in skip},
+            dataset, chosen, 0, None, epochs, amp)).items() if k not in skip},
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "search.json").write_text(json.dumps(record, indent=1))
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (recorded in every file)")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's reference epochs")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                   help="auto: bf16 where the hardware runs it natively (CUDA, CPUs with bf16), else none (fp32)")
     p.add_argument("--only", default=None, help="run just this candidate (the report covers all that have run)")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
@@ -226,12 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.render_only:
         for name in [args.only] if args.only else names:
             for seed in seeds:
-                cfg = candidate_config(args.dataset, name, seed, args.data_dir, args.epochs)
+                cfg = candidate_config(args.dataset, name, seed, args.data_dir, args.epochs, args.amp)
                 r = fit(cfg, out / args.dataset / name / f"seed{seed}", resume=True, progress=False)
                 print(f"{args.dataset} {name} seed {seed}: val auc {r['val']['auc']:.4f} acc {r['val']['acc']:.4f} "
                       f"bacc {r['val']['bacc']:.4f} (epoch {r['selected_epoch']}/{cfg.epochs}, "
                       f"{r['train_time_s']:.0f}s)", flush=True)
-    print(render(out, args.dataset, seeds, args.epochs))
+    print(render(out, args.dataset, seeds, args.epochs, args.amp))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,8 @@ def test_fit_reports_bacc_collapse_and_counts(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert log[0]["val_bacc"] == r["history"][0]["val_bacc"] and 0 <= log[0]["val_bacc"] <= 1
     env = r["environment"]
-    assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads()
+    assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["cpu_capability"]
+    assert isinstance(env["cpu_native_bf16"], bool)
 
 
 # --- 4. MedMNIST v2's ResNet-18 in the same harness -------------------------------------------------------
@@ -297,9 +298,13 @@ def test_medmnist_sweep_configs():
     resnet = sweep.run_config(args, "breastmnist", "resnet", 0)
     assert resnet.model == "resnet18_medmnist" and resnet.balance == "sampler"
     assert resnet.model_kwargs == {"drop_path_rate": 0.0}
-    assert resnet.amp == ("bf16" if torch.cuda.is_available() else "none")
     linear = sweep.run_config(args, "breastmnist", "linear", 0)
-    assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"} and linear.amp == "bf16"
+    assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"}
+    assert resnet.amp == linear.amp == "bf16"  # one precision for every variant
+    from timm_rllm.train.engine import native_bf16
+
+    args.amp = "auto"
+    assert sweep.run_config(args, "breastmnist", "resnet", 0).amp == ("bf16" if native_bf16() else "none")
     args.backbone = "vivit"
     assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"
 

@@ -99,6 +99,17 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def native_bf16() -> bool:
+    """Whether bf16 autocast runs at native speed: CUDA, or a CPU with bf16 instructions (AVX512-BF16, AMX)."""
+    return torch.cuda.is_available() or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(amp: str) -> str:
+    """``auto`` -> ``bf16`` where it runs natively, else ``none`` (fp32): emulated bf16 made training steps
+    13-19x slower on an AVX2 CPU. Benchmarks resolve it once, so the config records what ran."""
+    return ("bf16" if native_bf16() else "none") if amp == "auto" else amp
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware, recorded in every results file."""
     import medmnist
@@ -114,6 +125,9 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        # the kernels torch picks (AVX2, AVX512 ...) and native bf16 decide speed and the last bits of results
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -155,11 +169,10 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.M
                          "(28) is --model resnet18_medmnist (volumes: resnet18_3d_medmnist)")
     if module not in CNN_MODULES:
         kwargs.update(img_size=cfg.img_size, patch_size=cfg.patch_size)
-    elif cfg.amp == "bf16" and cfg.device != "cuda" and not torch.cuda.is_available() and \
-            not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # measured here (AVX2, no native bf16): a ResNet-18 training step is ~19x slower under bf16 autocast
-        print(f"warning: {cfg.model} under --amp bf16 on a CPU without native bf16: convolutions run many times "
-              "slower than in fp32; consider --amp none", file=sys.stderr)
+    if cfg.amp == "bf16" and cfg.device in ("auto", "cpu") and not native_bf16():
+        # measured on an AVX2 CPU: training steps 13x (ViT-Tiny) to 19x (ResNet-18) slower than fp32
+        print("warning: --amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
+              "(oneDNN emulates it); consider --amp none", file=sys.stderr)
     return timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
 
 
