@@ -305,6 +305,9 @@ def test_medmnist_sweep_configs():
 
     args.amp = "auto"
     assert sweep.run_config(args, "breastmnist", "resnet", 0).amp == ("bf16" if native_bf16() else "none")
+    args.amp = "none"  # fp32 training: the frozen block is stored in fp32 too, in every booster variant
+    assert sweep.run_config(args, "breastmnist", "rllm", 0).model_kwargs["llm_dtype"] == "float32"
+    assert "llm_dtype" not in sweep.run_config(args, "breastmnist", "plain", 0).model_kwargs
     args.backbone = "vivit"
     assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"
 

@@ -173,7 +173,11 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.M
         # measured on an AVX2 CPU: training steps 13x (ViT-Tiny) to 19x (ResNet-18) slower than fp32
         print("warning: --amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
               "(oneDNN emulates it); consider --amp none", file=sys.stderr)
-    return timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
+    model = timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
+    if cfg.amp == "none" and (getattr(model, "llm_info", None) or {}).get("dtype") == "bfloat16" and not native_bf16():
+        print('warning: without autocast the bf16-stored LLM block runs in emulated bf16 on this CPU (7x slower '
+              'measured); add --model-kwargs \'{"llm_dtype": "float32"}\'', file=sys.stderr)
+    return model
 
 
 def _datasets(cfg: TrainConfig):
