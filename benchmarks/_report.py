@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from timm_rllm._io import atomic_write_text
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -13,4 +15,4 @@ def update_readme(name: str, text: str) -> None:
     content = README.read_text() if README.is_file() else ""
     if begin in content and end in content:
         head, rest = content.split(begin, 1)
-        README.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+        atomic_write_text(README, f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from timm_rllm._io import atomic_write_json  # noqa: E402
 from timm_rllm.cli import main as cli  # noqa: E402
 from timm_rllm.train.engine import environment  # noqa: E402
 
@@ -38,7 +39,7 @@ def main() -> None:
                      "selected_epoch": r["selected_epoch"]}
     record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(), "runs": runs,
               "figure": str(Path(args.out).name)}
-    Path(args.out).with_suffix(".json").write_text(json.dumps(record, indent=1))
+    atomic_write_json(record, Path(args.out).with_suffix(".json"))
 
 
 if __name__ == "__main__":

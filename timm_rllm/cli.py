@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,25 +31,50 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     cache = BlockCache(args.cache_dir)
+
+    def mib(path) -> str:
+        try:
+            return f"{path.stat().st_size / 2**20:.1f} MiB"
+        except OSError:  # a partial file finished or removed meanwhile
+            return "gone"
+
     if args.action == "list":
-        entries = cache.entries()
+        entries, ggufs, partials = cache.entries(), cache.gguf_files(), cache.partials()
         print(f"{len(entries)} block(s) in {cache.root}")
         for e in entries:
-            size_mb = e.path.stat().st_size / 2**20
-            print(f"  {e.path.name}  {e.metadata.get('family', '?')}  layer {e.layer}  {size_mb:.1f} MiB  {e.source}")
+            meta = e.metadata
+            print(f"  {e.path.name}  {meta.get('family', '?')}  layer {meta.get('layer', '?')}  {mib(e.path)}  "
+                  f"{meta.get('source', '?')}")
+        if ggufs:
+            print(f"{len(ggufs)} assembled GGUF file(s):")
+            for path in ggufs:
+                print(f"  {path.relative_to(cache.root)}  {mib(path)}")
+        if partials:
+            print(f"{len(partials)} partial file(s) of interrupted writes (the next extraction of the entry or "
+                  "`timm-rllm cache remove` deletes them):")
+            for path in partials:
+                print(f"  {path.relative_to(cache.root)}  {mib(path)}  (partial)")
         return 0
     if args.action == "verify":
         report = cache.verify()
         for path, status in report.items():
             print(f"{'ok ' if status == 'ok' else 'BAD'} {path.name}" + ("" if status == "ok" else f": {status}"))
         return 0 if all(s == "ok" for s in report.values()) else 1
-    # remove
-    removed = 0
+    # remove: entries by file name or source; GGUF files by name; partial files of a named file or by name
+    everything = args.names == ["all"]
+    removed = []
     for e in cache.entries():
-        if args.names == ["all"] or e.path.name in args.names or e.source in args.names:
+        if everything or e.path.name in args.names or e.metadata.get("source") in args.names:
             cache.remove(e)
-            print(f"removed {e.path.name}")
-            removed += 1
+            removed.append(e.path.name)
+    for path in [*cache.gguf_files(), *cache.partials()]:
+        relative = str(path.relative_to(cache.root))
+        named = {path.name, relative} & set(args.names) or any(path.name.startswith(f".{n}.") for n in args.names)
+        if everything or named:
+            cache.remove_file(path)
+            removed.append(relative)
+    for name in removed:
+        print(f"removed {name}")
     if not removed:
         print(f"nothing matched {args.names} in {cache.root} (see `timm-rllm cache list`)", file=sys.stderr)
         return 1
@@ -75,12 +101,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass."""
+def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> None:
+    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass, then from
+    the ``recipe`` given with --config."""
     import dataclasses
 
     from .train import TrainConfig
 
+    p.add_argument("--config", "-c", default=None, metavar="YAML",
+                   help="a recipe file (e.g. benchmarks/recipes/paper_vit_s.yaml): its values are the defaults, "
+                   "flags override them")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -89,17 +119,50 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                            help='JSON model arguments, e.g. \'{"residual": "mlp", "llm_layer": -2}\'')
         elif f.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "warmup_epochs":  # unset: the default, but never more than --epochs
+            p.add_argument(flag, type=int, default=None, help=f"default: {default}, at most --epochs")
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+    if recipe:
+        p.set_defaults(**recipe)
 
 
-def _train_config(args: argparse.Namespace):
+def load_recipe(path: str) -> dict:
+    """A YAML recipe: TrainConfig fields (and ``out``) that become the defaults of `train`/`sweep`, so flags on the
+    command line override them (as timm's train.py does with --config)."""
+    import dataclasses
+
+    import yaml
+
+    from .train import TrainConfig
+
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read the recipe {path}: {' '.join(str(e).split())}") from e
+    if not isinstance(recipe, dict):
+        raise ValueError(f"the recipe {path} must be a YAML mapping of option names to values")
+    recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ValueError(f"the recipe {path} has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    return recipe
+
+
+def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
     import dataclasses
 
     from .train import TrainConfig
 
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if max_epochs:
+        values["epochs"] = min(values["epochs"], max_epochs)
+    if values["warmup_epochs"] is None:
+        values["warmup_epochs"] = min(TrainConfig.warmup_epochs, values["epochs"])
+    return TrainConfig(**values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -154,7 +217,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_model
     from .train.engine import load_run
 
-    model, results = load_run(args.run)
+    model, results = load_run(args.run)  # checked: a checkpoint that does not fit is refused
     out = export_model(model, args.out, results, include_llm=args.include_llm)
     llm = "included" if args.include_llm else "left out"
     print(f"exported {results['config']['model']} to {out} (LLM tensors {llm})")
@@ -171,9 +234,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .train.layer_sweep import run_sweep
 
-    base = _train_config(args)
-    if args.budget_epochs:
-        base.epochs = min(base.epochs, args.budget_epochs)
+    base = _train_config(args, max_epochs=args.budget_epochs)
     print(run_sweep(base, args.out, args.llm.split(","), args.layers.split(","),
                     list(range(args.seeds)), size=args.vit_size))
     return 0
@@ -185,13 +246,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .data import MedMNISTSplit
     from .data.transforms import transforms_2d
     from .explain import compare_figure
-    from .train.engine import TrainConfig, load_run
+    from .train.engine import restore_run
 
     models, cfg = {}, None
     for run in [args.checkpoint] + ([args.compare] if args.compare else []):
-        model, results = load_run(run)
-        cfg = cfg or TrainConfig(**results["config"])
-        models[f"{results['config']['model']}"] = model
+        model, run_cfg, _ = restore_run(run)
+        cfg = cfg or run_cfg
+        models[run_cfg.model] = model
     dataset = args.dataset or cfg.dataset
     if dataset != cfg.dataset:
         raise ValueError(f"{args.checkpoint} was trained on {cfg.dataset}, not {dataset}")
@@ -206,8 +267,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
+    """The CLI; ``recipe`` (from --config) gives `train` and `sweep` their defaults."""
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract one LLM layer into the block cache")
@@ -220,9 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm)")
     p.set_defaults(func=_cmd_extract)
 
-    p = sub.add_parser("cache", help="list, verify or remove cached blocks")
+    p = sub.add_parser("cache", help="list, verify or remove cached blocks, assembled GGUF files and partial files")
     p.add_argument("action", choices=["list", "verify", "remove"])
-    p.add_argument("names", nargs="*", help="for remove: file names or sources, or 'all'")
+    p.add_argument("names", nargs="*", help="for remove: file names or sources, or 'all' (blocks, GGUF files, "
+                   "partial files)")
     p.add_argument("--cache-dir", default=None)
     p.set_defaults(func=_cmd_cache)
 
@@ -231,31 +296,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("train", help="fine-tune a model on a MedMNIST dataset (validation-selected, test once)")
-    _add_train_args(p)
-    p.add_argument("--out", required=True, help="run folder: log.jsonl, last.pth, best.pth, results.json")
+    _add_train_args(p, recipe)
+    p.add_argument("--out", required=not (recipe or {}).get("out"),
+                   help="run folder: log.jsonl, last.pth, best.pth, results.json")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from OUT/last.pth")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="score a checkpoint written by `train` on a split")
-    p.add_argument("--checkpoint", required=True, help="a best.pth or last.pth written by `timm-rllm train`")
+    p.add_argument("--checkpoint", required=True,
+                   help="a run folder written by `timm-rllm train` (its best.pth is scored), or a best.pth/last.pth")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("sweep", help="which LLM, which layer: one run per (LLM, layer) + plain, mlp and random")
-    _add_train_args(p)
+    _add_train_args(p, recipe)
     p.add_argument("--llm", default="smollm2", help="comma-separated LLM presets, e.g. smollm2,gemma3")
     p.add_argument("--layers", default="-1,-2,-4,-8,middle,first",
                    help="comma-separated: index, first, middle, last, or a stack like -2..-1")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--vit-size", default="tiny")
     p.add_argument("--budget-epochs", type=int, default=None, help="cap the epochs for a quick scan")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=not (recipe or {}).get("out"))
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("explain", help="Grad-CAM maps of one run, or two side by side (2D)")
-    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train`")
-    p.add_argument("--compare", default=None, help="a second run folder, e.g. the plain ViT")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train`, or its best.pth")
+    p.add_argument("--compare", default=None, help="a second run folder (or checkpoint), e.g. the plain ViT")
     p.add_argument("--dataset", default=None, help="defaults to the run's dataset")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -284,15 +351,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "TIMM_RLLM_DEBUG"
+# Failures a user can cause and fix (bad options, files, network, disk): one line, exit 2.
+USER_ERRORS = (ValueError, LookupError, RuntimeError, OSError, ArithmeticError)
+
+
+def error_line(e: BaseException) -> str:
+    """The error as one line: what went wrong and what to do (exception messages here say both)."""
+    if isinstance(e, ImportError) and e.name:
+        extras = {"pytorch_grad_cam": "explain", "matplotlib": "plots"}
+        hint = f"pip install 'timm-rllm[{extras[e.name]}]'" if e.name in extras else f"pip install {e.name}"
+        return f"the optional package {e.name!r} is not installed: {hint}"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; run the same command again to resume where it stopped"
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
+        if getattr(args, "config", None):  # parse again with the recipe's values as defaults
+            args = build_parser(load_recipe(args.config)).parse_args(argv)
         return args.func(args)
-    except (ValueError, IndexError, RuntimeError, FileNotFoundError) as e:
-        print(f"timm-rllm {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (*USER_ERRORS, ImportError, KeyboardInterrupt) as e:
+        if debug:
+            raise
+        print(f"timm-rllm {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 2
+    except Exception as e:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        print(f"timm-rllm {args.command}: internal error: {type(e).__name__}: {error_line(e)} (run with --debug for "
+              "the traceback, and please report it)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .layers.booster import Booster
 
 
@@ -80,7 +81,6 @@ def compare_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: t
         ax.axis("off")
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from timm.models._hub import save_config_for_hf
 
+from ._io import atomic_folder
 from .llm.cache import save_file
-from .train.checkpoint import atomic_write, atomic_write_json
 
 LLM_BASE_MODELS = {  # the original model each embedded/preset block approximates
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -32,35 +32,38 @@ DATASET_IDS = {"medmnist": "albertvillanova/medmnist-v2"}
 def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: dict[str, Any] | None = None,
                  include_llm: bool = False, tag: str | None = None, weights: bool = True) -> Path:
     """Write config.json, model.safetensors (unless ``weights=False``: a card-only folder) and, with
-    ``results``, README.md into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ``results``, README.md into ``out_dir``. The folder is built aside and swapped in whole: an interrupted
+    export leaves the previous one intact, never new weights beside an old card."""
     info = getattr(model, "llm_info", {}) or {}
     if info.get("random_weights"):
         raise ValueError("this model runs a RANDOM LLM block (an ablation control); it is not exported as a checkpoint")
+    with atomic_folder(out_dir) as tmp:
+        _write_export(model, tmp, info, results, include_llm, tag, weights)
+    return Path(out_dir)
+
+
+def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], results: dict[str, Any] | None,
+                  include_llm: bool, tag: str | None, weights: bool) -> None:
     state = model.state_dict()
     if not include_llm:
         state = {k: v for k, v in state.items() if not k.startswith("booster.block.")}
     if weights:
-        atomic_write(out / "model.safetensors", lambda tmp: save_file(state, tmp, {"format": "pt"}))
+        save_file(state, out / "model.safetensors", {"format": "pt"})
 
     model_args = {k: v for k, v in getattr(model, "_model_args", {}).items() if k != "llm_cache_dir"}
     if info.get("llm"):
         model_args.update(llm_source=info["source"], llm_layer=info["layer"], llm_digest=info["digest"])
-    config_tmp = out / ".config.json.partial"
-    save_config_for_hf(model, str(config_tmp), model_args=model_args)
-    config = json.loads(config_tmp.read_text())
-    config_tmp.unlink()
+    save_config_for_hf(model, str(out / "config.json"), model_args=model_args)
+    config = json.loads((out / "config.json").read_text())
     config["model_args"].pop("llm_cache_dir", None)
     config["rllm"] = {**{k: info.get(k) for k in ("llm", "source", "revision", "layer", "num_layers", "digest",
                                                       "license", "residual")},
                       "llm_tensors_included": include_llm}
     if tag:
         config["pretrained_cfg"]["tag"] = tag
-    atomic_write_json(config, out / "config.json")
+    (out / "config.json").write_text(json.dumps(config, indent=4))
     if results is not None:
-        atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(model_card(config, results)))
-    return out
+        (out / "README.md").write_text(model_card(config, results))
 
 
 def medmnist_tag(dataset: str, size: int) -> str:

@@ -4,12 +4,18 @@ Files are looked for in the data folder (``--data-dir`` or ``$TIMM_RLLM_DATA``, 
 ``~/.medmnist`` as medmnist itself uses), then among the files bundled with this package
 (BreastMNIST and AdrenalMNIST3D at 28 px). A missing file is downloaded by medmnist when the
 network allows; otherwise the error says where to put it and where it comes from.
+
+Every file is checked against the MD5 that ``medmnist.INFO`` records, once: the result is
+remembered by path, size and modification time, so later runs cost nothing. Files of your own in
+MedMNIST's format (not the official ones) skip the check with ``TIMM_RLLM_SKIP_MD5=1``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import zipfile
 from pathlib import Path
 
 import medmnist
@@ -20,10 +26,12 @@ from torch.utils.data import Dataset
 
 BUNDLED_DIR = Path(__file__).parent / "files"
 DATA_ENV = "TIMM_RLLM_DATA"
+SKIP_MD5_ENV = "TIMM_RLLM_SKIP_MD5"
 SIZES_2D = (28, 64, 128, 224)
 SIZES_3D = (28, 64)
 FLAGS_2D = tuple(f for f in INFO if not f.endswith("3d"))
 FLAGS_3D = tuple(f for f in INFO if f.endswith("3d"))
+MULTI_LABEL = "multi-label, binary-class"
 
 
 class DataError(RuntimeError):
@@ -62,8 +70,37 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _memo_path() -> Path:
+    from ..llm.cache import default_cache_dir
+
+    return default_cache_dir() / ".verified-files.json"
+
+
+def check_md5(path: Path, expected: str) -> None:
+    """Raise unless ``path`` has MD5 ``expected``; a file checked before (same size and mtime) is not read again."""
+    stat = path.stat()
+    key, seen = str(path.resolve()), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": expected}
+    memo_path = _memo_path()
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo.get(key) == seen:
+        return
+    if (md5 := md5_file(path)) != expected:
+        raise DataError(f"{path} has MD5 {md5}, expected {expected}: the file is damaged or not the official one; "
+                        f"delete it and download it again (for files of your own in MedMNIST's format, set "
+                        f"{SKIP_MD5_ENV}=1)")
+    from .._io import atomic_write_json
+
+    try:
+        atomic_write_json({**memo, key: seen}, memo_path)
+    except OSError:
+        pass  # only a memo: the next run checks again
+
+
 def find_file(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, download: bool = True,
-              verify_md5: bool = False) -> Path:
+              verify_md5: bool | None = None) -> Path:
     """The npz file of a dataset: local first, then bundled, then downloaded by medmnist."""
     check_flag(flag, size)
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -83,9 +120,10 @@ def find_file(flag: str, size: int = 28, data_dir: str | os.PathLike | None = No
             f"(MD5 {expected_md5(flag, size)}) and put it in {root}, or point --data-dir / ${DATA_ENV} "
             "at the folder that holds it."
         )
-    if verify_md5 and (md5 := md5_file(path)) != expected_md5(flag, size):
-        raise DataError(f"{path} has MD5 {md5}, expected {expected_md5(flag, size)}: the file is damaged or "
-                        "not the official one; delete it and download it again")
+    if verify_md5 is None:
+        verify_md5 = os.environ.get(SKIP_MD5_ENV, "") in ("", "0")
+    if verify_md5:
+        check_md5(path, expected_md5(flag, size))
     return path
 
 
@@ -98,23 +136,50 @@ class MedMNISTSplit(Dataset):
     """
 
     def __init__(self, flag: str, split: str, size: int = 28, data_dir: str | os.PathLike | None = None,
-                 transform=None, download: bool = True, verify_md5: bool = False) -> None:
+                 transform=None, download: bool = True, verify_md5: bool | None = None) -> None:
         if split not in ("train", "val", "test"):
             raise DataError(f"split must be train, val or test, not {split!r}")
         self.flag, self.split, self.size = flag, split, size
         self.path = find_file(flag, size, data_dir, download, verify_md5)
-        with np.load(self.path, allow_pickle=False) as npz:
-            missing = {f"{split}_images", f"{split}_labels"} - set(npz.files)
-            if missing:
-                raise DataError(f"{self.path} lacks {sorted(missing)}: not a MedMNIST file")
-            self.images = npz[f"{split}_images"]
-            self.labels = npz[f"{split}_labels"]
+        try:
+            with np.load(self.path, allow_pickle=False) as npz:
+                missing = {f"{split}_images", f"{split}_labels"} - set(npz.files)
+                if missing:
+                    raise DataError(f"{self.path} lacks {sorted(missing)}: not a MedMNIST file")
+                self.images = npz[f"{split}_images"]
+                self.labels = npz[f"{split}_labels"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"{self.path} is not a readable npz file ({e}): delete it and download it again") from e
         self.info = INFO[flag]
         self.task = self.info["task"]
         self.num_classes = len(self.info["label"])
         self.in_chans = self.info["n_channels"]
         self.is_3d = flag in FLAGS_3D
         self.transform = transform
+        self._check_arrays()
+
+    def _check_arrays(self) -> None:
+        """The split is what it claims: not empty, images of the stated shape and finite, labels in range."""
+        where = f"{self.path} ({self.split} split)"
+        images, labels = self.images, self.labels
+        if len(images) == 0:
+            raise DataError(f"{where} is empty")
+        spatial = (self.size,) * (3 if self.is_3d else 2)
+        shapes = [(len(images), *spatial)] + ([(len(images), *spatial, 3)] if self.in_chans == 3 else [])
+        if images.shape not in shapes:
+            raise DataError(f"{where}: images are shaped {images.shape}, expected {' or '.join(map(str, shapes))}")
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            raise DataError(f"{where}: images hold NaN or infinite values")
+        multi = self.task == MULTI_LABEL
+        width = self.num_classes if multi else 1
+        allowed = [(len(images), width)] + ([] if multi else [(len(images),)])
+        if labels.shape not in allowed:
+            raise DataError(f"{where}: labels are shaped {labels.shape}, expected ({len(images)}, {width})")
+        high = 2 if multi else self.num_classes
+        if labels.dtype.kind not in "iub" or labels.min() < 0 or labels.max() >= high:
+            raise DataError(f"{where}: labels must be integers in 0..{high - 1} ({self.flag} has "
+                            f"{self.num_classes} {'labels' if multi else 'classes'}), found "
+                            f"{labels.min()}..{labels.max()} ({labels.dtype})")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -129,6 +194,6 @@ class MedMNISTSplit(Dataset):
 
             x = Image.fromarray(image)
             x = self.transform(x) if self.transform else torch.from_numpy(np.array(x)).float().div(255)
-        label = torch.from_numpy(self.labels[i].astype(np.float32 if self.task == "multi-label, binary-class"
-                                                      else np.int64))
-        return x, label if self.task == "multi-label, binary-class" else label[0]
+        label = torch.from_numpy(np.atleast_1d(self.labels[i]).astype(np.float32 if self.task == MULTI_LABEL
+                                                                      else np.int64))
+        return x, label if self.task == MULTI_LABEL else label[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
+RESIZE_POLICIES = ("resize", "pad")
+
 
 def transforms_2d(
     img_size: int,
@@ -24,8 +26,8 @@ def transforms_2d(
     Augmentation (train only): horizontal flip, timm RandAugment (e.g. ``rand-m9-mstd0.5``),
     timm random erasing.
     """
-    if resize not in ("resize", "pad"):
-        raise ValueError(f"resize policy must be 'resize' or 'pad', not {resize!r}")
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, not {resize!r}")
     ops: list = []
     if source_chans != in_chans:
         ops.append(T.Grayscale(num_output_channels=in_chans))

@@ -50,11 +50,14 @@ class Booster(nn.Module):
         self.norm = RMSNorm(llm_dim, eps=1e-6, affine=False) if block is not None else nn.Identity()
         self.w_out = nn.Linear(llm_dim, dim, bias=False)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         h = self.w_in(z)
         if self.block is None:
             return self.w_out(h) + z if self.residual == "mlp" else self.w_out(h)
-        u = self.norm(self.block(h))
+        u = h
+        for block in self.block if isinstance(self.block, nn.Sequential) else (self.block,):  # a stack in order
+            u = block(u, attn_mask, is_causal)
+        u = self.norm(u)
         if self.residual in ("inner", "hybrid"):
             u = u + h
         out = self.w_out(u)

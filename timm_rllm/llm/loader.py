@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from .sources import EMBEDDED_PREFIX, BlockWeights, read_layer
 
 __all__ = ["BlockNotCachedError", "build_block", "canonical_source", "get_block_weights", "random_block"]
 
+logger = logging.getLogger(__name__)
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -47,16 +49,19 @@ def get_block_weights(
     source = canonical_source(source)
     cache = BlockCache(cache_dir)
     entry = cache.find(source, layer, revision)
-    if entry is not None:
+    if entry is not None and entry.current:
         return cache.load(entry)
-    with cache.lock(source, layer, revision):
+    with cache.lock(source, layer):
         entry = cache.find(source, layer, revision)  # another process may have extracted it meanwhile
-        if entry is not None:
+        if entry is not None and entry.current:
             return cache.load(entry)
+        if entry is not None:  # an older cache format, whose digest did not cover the config: extract again
+            logger.warning("%s was written by an older timm-rllm (cache format %s); extracting it again",
+                           entry.path, entry.metadata.get("format_version"))
         if is_hub_repo_id(source):
             weights = read_hub(source, layer, revision, dtype=dtype or torch.bfloat16, progress=progress)
         else:
-            weights = read_layer(source, layer)
+            weights = read_layer(source, layer, cache_dir=cache.root)
             if dtype is not None:
                 weights.tensors = {k: v.to(dtype) for k, v in weights.tensors.items()}
         weights.digest = cache.save(weights).metadata["digest"]

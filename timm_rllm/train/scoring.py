@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-MULTI_LABEL = "multi-label, binary-class"
+from ..data import MULTI_LABEL
+
 THRESHOLD = 0.5  # getACC's default
 
 

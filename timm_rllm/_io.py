@@ -1,0 +1,162 @@
+"""Files and folders that are either complete or absent: atomic writes, atomic folder swaps.
+
+A write goes to a temporary name in the same folder, is flushed and fsynced, then renamed onto
+its final name (a rename within one file system is atomic), so a reader never sees half a file
+and an interrupted write leaves the old file in place. Errors name the file and say what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+PARTIAL = ".partial"
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_error(path: Path, e: OSError) -> OSError:
+    """One line that names the file and what to do about the usual causes."""
+    what = {errno.ENOSPC: "the disk is full: free space there",
+            errno.EDQUOT: "the disk quota is exceeded: free space there",
+            errno.EROFS: "the file system is read-only: write somewhere else",
+            errno.EACCES: "permission denied: write somewhere you may write",
+            errno.ENOTDIR: "a parent of it is a file, not a folder: choose another path"}.get(
+        e.errno, e.strerror or str(e))
+    return OSError(e.errno, f"could not write {path} ({what}); nothing was changed there")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, fsync the result, then rename it onto ``path``; on any failure the
+    old file (if any) stays and the temporary file is removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from e
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+
+    atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary sibling, then swap it in whole.
+
+    Yields the temporary folder to fill. On success an existing ``path`` is replaced as a whole
+    (moved aside, the new one renamed in, the old one deleted); on any failure the temporary folder
+    is removed and ``path`` is left exactly as it was."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in path.parent.glob(f".{path.name}.*{PARTIAL}"):  # of an earlier interrupted build
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL))
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as handle:
+                    os.fsync(handle.fileno())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=PARTIAL))
+            os.replace(path, old / "folder")
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the old folder back
+                os.replace(old / "folder", path)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(path, e) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class LockBusyError(RuntimeError):
+    """Another process holds a lock and did not release it in time."""
+
+
+@contextlib.contextmanager
+def held_lock(path: str | os.PathLike, what: str, timeout: float = 0.0,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the file lock ``path`` (its holder's pid written beside it in ``path.pid``).
+
+    When another process holds it: with ``timeout`` 0, fail at once; else call ``on_wait`` with a
+    line naming the holder, wait up to ``timeout`` seconds, then fail. ``what`` names the work the
+    lock guards, for the messages."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    pid_file = path.with_name(path.name + ".pid")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+            if not timeout:
+                raise LockBusyError(f"another process (pid {holder}) is {what} (lock {path}); wait for it to finish, "
+                                    "or stop it") from None
+            if on_wait is not None:
+                on_wait(f"waiting for another process {what} (pid {holder}, lock {path}), up to {timeout:.0f} s")
+            try:
+                lock.acquire(timeout=timeout)
+            except Timeout:
+                raise LockBusyError(f"gave up after {timeout:.0f} s waiting for another process (pid {holder}) "
+                                    f"{what} (lock {path}); if no such process runs, delete {path}") from None
+        pid_file.write_text(str(os.getpid()))
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        yield
+    finally:
+        pid_file.unlink(missing_ok=True)
+        lock.release()
