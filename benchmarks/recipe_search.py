@@ -164,7 +164,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
     chosen = choose(summary)
     arch = ARCH[dim(dataset)]
     skip = ("seed", "data_dir", "dataset", "score_test")
-    base = {**BASE[dim(dataset)], "epochs": epochs or EPOCHS.get(dataset, DEFAULT_EPOCHS)}
+    base = {**BASE[dim(dataset)], "epochs": epochs or EPOCHS.get(dataset, DEFAULT_EPOCHS), "amp": resolve_amp(amp)}
     record = {
         "dataset": dataset, "architecture": arch, "base": base, "seeds": seeds,
         "rule": f"best mean validation AUC; within {TIE} points, fewer epochs; then CANDIDATES order",
