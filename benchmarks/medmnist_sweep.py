@@ -6,6 +6,10 @@ Each run writes ``OUT/DATASET/VARIANT/seedN/results.json`` (command, versions, h
 validation-selected metrics, the test split scored once); finished runs are skipped and an
 interrupted one resumes. ``OUT/table.md``, ``OUT/summary.json`` and ``OUT/chart.png`` are
 rendered from those files only (``--render-only`` re-renders without training).
+
+Variants share seeds, so each is compared with the plain ViT seed by seed: the mean paired
+difference with its 95% CI (``timm_rllm.train.seed_stats.paired``). A run "collapsed" when its
+validation-selected model gives every test image the same class; such rows are flagged.
 """
 
 from __future__ import annotations
@@ -22,34 +26,48 @@ sys.path.insert(0, str(ROOT.parent))
 from _report import update_readme  # noqa: E402
 
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
-from timm_rllm.train.seed_stats import mean_std, versus  # noqa: E402
+from timm_rllm.train.balance import BALANCE_MODES  # noqa: E402
+from timm_rllm.train.engine import resolve_amp  # noqa: E402
+from timm_rllm.train.scoring import collapse_tally  # noqa: E402
+from timm_rllm.train.seed_stats import by_seed, mean_std, paired  # noqa: E402
 
-# variant -> (timm model, extra model kwargs); {plain} is timm's ViT for 2D and our llm-free model for 3D.
+# variant -> (timm model, extra model kwargs, TrainConfig overrides); {plain} is timm's ViT for 2D and our
+# llm-free model for 3D; {resnet} is MedMNIST v2's ResNet-18 (28) or ResNet-18 + 3D, in this harness.
 VARIANTS = {
-    "plain": ("{plain}", {}),
-    "mlp": ("{backbone}_{size}_rllm_{llm}", {"residual": "mlp"}),
-    "rllm": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner"}),
-    "gemma3": ("{backbone}_{size}_rllm_gemma3", {"residual": "inner"}),
-    "outer": ("{backbone}_{size}_rllm_{llm}", {"residual": "outer"}),
-    "hybrid": ("{backbone}_{size}_rllm_{llm}", {"residual": "hybrid"}),
-    "random": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}),
+    "plain": ("{plain}", {}, {}),
+    "mlp": ("{backbone}_{size}_rllm_{llm}", {"residual": "mlp"}, {}),
+    "linear": ("{backbone}_{size}_rllm_{llm}", {"residual": "linear"}, {}),
+    "rllm": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner"}, {}),
+    "gemma3": ("{backbone}_{size}_rllm_gemma3", {"residual": "inner"}, {}),
+    "outer": ("{backbone}_{size}_rllm_{llm}", {"residual": "outer"}, {}),
+    "hybrid": ("{backbone}_{size}_rllm_{llm}", {"residual": "hybrid"}, {}),
+    "random": ("{backbone}_{size}_rllm_{llm}", {"residual": "inner", "llm_source": "random"}, {}),
+    "resnet": ("{resnet}", {"drop_path_rate": 0.0}, {}),  # MedMNIST's network has no stochastic depth
 }
+BASELINE = "resnet"  # shown in every table beside the published rows, "not run" when missing
 ANCHORS = ROOT / "medmnist_anchors.json"
 LINE_STYLES = [("black", "--"), ("dimgray", ":"), ("gray", "-.")]  # published readings on the chart
 
 
 def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) -> TrainConfig:
-    model, extra = VARIANTS[variant]
+    model, extra, overrides = VARIANTS[variant]
     plain = f"vit_{args.size}_patch16_224" if args.backbone == "vit" else f"{args.backbone}_{args.size}"
-    return TrainConfig(
-        model=model.format(plain=plain, backbone=args.backbone, size=args.size, llm=args.llm), dataset=dataset,
-        size=args.img_size if args.backbone != "vit" else 28, data_dir=args.data_dir, shift=args.shift,
-        img_size=args.img_size, patch_size=args.patch_size, model_kwargs=dict(extra, drop_path_rate=args.drop_path),
+    resnet = "resnet18_medmnist" if args.backbone == "vit" else "resnet18_3d_medmnist"
+    cfg = dict(
+        model=model.format(plain=plain, resnet=resnet, backbone=args.backbone, size=args.size, llm=args.llm),
+        dataset=dataset, size=args.img_size if args.backbone != "vit" else 28, data_dir=args.data_dir,
+        shift=args.shift, img_size=args.img_size, patch_size=args.patch_size,
+        model_kwargs=dict(dict(drop_path_rate=args.drop_path), **extra),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, hflip=args.hflip,
         randaug=args.randaug or None, reprob=args.reprob, mixup=args.mixup, cutmix=args.cutmix,
-        amp=args.amp, seed=seed,
+        amp=resolve_amp(args.amp), balance=args.balance, seed=seed,
     )
+    cfg = {**cfg, **overrides}
+    if cfg["amp"] == "none" and "_rllm_" in cfg["model"]:
+        # without autocast a bf16-stored block runs in bf16, emulated (7x slower here) on CPUs without bf16
+        cfg["model_kwargs"] = {"llm_dtype": "float32", **cfg["model_kwargs"]}
+    return TrainConfig(**cfg)
 
 
 def folder(dataset: str, size: int) -> str:
@@ -80,51 +98,86 @@ def published(anchors: dict, dataset: str) -> list[tuple[str, float, float, str,
     return rows
 
 
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    m, sd = mean_std(values)
+    return f"{m:.2f} ± {sd:.2f}"
+
+
+def _label(variant: str, runs: list[dict]) -> str:
+    """The variant's row label; mlp runs from before #17 ran W_out(W_in z) (now `linear`) and say so."""
+    label = f"{variant} ({runs[0]['config']['model']})"
+    if variant == "mlp" and any("formula" not in (r.get("llm_info") or {}) for r in runs):
+        label += " [pre-#17 runs: W_out(W_in z), i.e. today's `linear`]"
+    return label
+
+
+SKIP = ("model", "seed", "model_kwargs", "dataset", "data_dir")
+
+
+def _recipe(variants: dict) -> dict:
+    """A dataset's shared recipe: the plain run's config (or the first run's) without per-variant fields."""
+    run = (variants.get("plain") or next(iter(variants.values())))[0]
+    return {k: v for k, v in run["config"].items() if k not in SKIP}
+
+
 def render(out: Path) -> str:
     found = collect(out)
     anchors = json.loads(ANCHORS.read_text()) if ANCHORS.is_file() else {}
-    summary, lines = {}, []
-    lines.append("| dataset | variant | seeds | test ACC | test AUC | ΔACC vs plain | ΔAUC vs plain | "
-                 "val-selected epochs |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    summary, lines, notes = {}, [], []
+    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | ΔACC vs plain (paired, 95% CI) | "
+                 "ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for dataset, variants in found.items():
         plain = variants.get("plain")
-        base = {m: mean_std([100 * r["test"][m] for r in plain])[0] for m in ("acc", "auc")} if plain else None
+        recipe = _recipe(variants)
         for variant in [v for v in VARIANTS if v in variants]:
             runs = variants[variant]
-            acc, auc = (mean_std([100 * r["test"][m] for r in runs]) for m in ("acc", "auc"))
-            delta = (f"{acc[0] - base['acc']:+.2f}", f"{auc[0] - base['auc']:+.2f}") if base else ("", "")
+            values = {m: by_seed(runs, "test", m) for m in ("acc", "bacc", "auc")}
+            deltas = {m: paired(values[m], by_seed(plain, "test", m), variant, "plain")
+                      for m in ("acc", "auc")} if plain and variant != "plain" else {}
+            shown = {m: f"{d.delta:+.2f}" + (f" ({d.ci})" if d.ci else "") for m, d in deltas.items()}
+            tally = collapse_tally(runs)
+            flag = " **collapsed**" if tally != "n/a" and not tally.startswith("0/") else ""
             epochs = ",".join(str(r["selected_epoch"]) for r in runs)
-            lines.append(f"| {dataset} | {variant} ({runs[0]['config']['model']}) | {len(runs)} | "
-                         f"{acc[0]:.2f} ± {acc[1]:.2f} | {auc[0]:.2f} ± {auc[1]:.2f} | {delta[0]} | {delta[1]} | "
-                         f"{epochs} |")
+            pm = {m: _pm(list(v.values())) for m, v in values.items()}
+            lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
+                         f"{pm['auc']} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | {epochs} |")
+            differs = {k: v for k, v in runs[0]["config"].items() if k not in SKIP and recipe.get(k) != v}
+            if differs:
+                notes.append(f"- {dataset}, {variant}: differs from the recipe in {json.dumps(differs)}")
+            acc, auc = mean_std(list(values["acc"].values())), mean_std(list(values["auc"].values()))
             summary.setdefault(dataset, {})[variant] = {
                 "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
+                "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
+                "collapsed": tally,
+                "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
+                                    for m, d in deltas.items()},
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
             }
+            for m, d in deltas.items():
+                notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        if BASELINE not in variants:
+            lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
+                         f"| | | | | |")
         for name, acc, auc, seeds, digits in published(anchors, dataset):
-            lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | {auc:.{digits}f} | | | |")
-    lines.append("")
-    for dataset, variants in found.items():
-        base = variants.get("plain")
-        for variant in [v for v in VARIANTS if v in variants and v != "plain" and base]:
-            for metric in ("acc", "auc"):
-                delta, _, reading = versus([100 * r["test"][metric] for r in variants[variant]],
-                                           [100 * r["test"][metric] for r in base])
-                lines.append(f"- {dataset}, {variant} vs plain, test {metric.upper()}: {delta:+.2f} points, {reading}")
+            lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | | {auc:.{digits}f} "
+                         "| | | | |")
+    lines += ["", *notes]
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
     if first:
-        skip = ("model", "seed", "model_kwargs", "dataset", "data_dir")
-        for dataset, variants in found.items():  # every variant of a dataset shares its recipe
-            run = next(r for rs in variants.values() for r in rs)
-            cfg = {k: v for k, v in run["config"].items() if k not in skip}
-            header += [f"Recipe, {dataset}: `{json.dumps(cfg)}`", ""]
+        for dataset, variants in found.items():  # every variant of a dataset shares its recipe (notes say otherwise)
+            header += [f"Recipe, {dataset}: `{json.dumps(_recipe(variants))}`", ""]
         env = first["environment"]
-        header += [f"Hardware: {env['processor']}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
-                   f"timm {env['timm']}. Test metrics are of the epoch chosen on the validation split; mean ± std "
-                   "over seeds, in percent.", ""]
+        cpu = f" ({env['cpu_model']}, {env['torch_threads']} torch threads)" if env.get("cpu_model") else ""
+        header += [f"Hardware: {env['processor']}{cpu}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch "
+                   f"{env['torch']}, timm {env['timm']}. Test metrics are of the epoch chosen on the validation split; "
+                   "mean ± std over seeds, in percent. Δ: mean over seeds of (variant - plain) on the same seed, "
+                   "95% CI from the paired t distribution. collapsed: runs whose selected model predicts one class "
+                   "for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
     (out / "table.md").write_text(text)
     update_readme(out.name, "\n".join(header[2:] + lines))
@@ -152,7 +205,14 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
             ys = [summary[d][v][f"test_{metric}_mean"] for d in datasets if v in summary[d]]
             es = [summary[d][v][f"test_{metric}_std"] for d in datasets if v in summary[d]]
             model = next(summary[d][v]["model"] for d in datasets if v in summary[d])
-            ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{v} ({model})")
+            bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{v} ({model})")
+            tallies = [summary[d][v].get("collapsed", "n/a") for d in datasets if v in summary[d]]
+            for bar, y, e, tally in zip(bars, ys, es, tallies, strict=True):
+                if tally != "n/a" and not tally.startswith("0/"):  # some seeds collapsed: hatch and say how many
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("black")
+                    ax.annotate(tally, (bar.get_x() + bar.get_width() / 2, y + e), ha="center", va="bottom",
+                                fontsize=7)
         styles: dict[str, tuple[str, str]] = {}
         for j, d in enumerate(datasets):
             for name, acc, auc, _, _ in anchors.get(d, []):
@@ -165,7 +225,15 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
         lo = min([summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d]]
                  + [a[1 if metric == "acc" else 2] for d in datasets for a in anchors.get(d, [])])
         ax.set_ylim(max(0, lo - 15), 100)
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+
     handles, labels = axes[0].get_legend_handles_labels()
+    # plain swatches: a variant's legend entry must not inherit the hatch of its first (collapsed) bar
+    handles = [Patch(facecolor=h.patches[0].get_facecolor()) if isinstance(h, BarContainer) else h for h in handles]
+    if any(not st.get("collapsed", "n/a").startswith(("0/", "n/a")) for d in datasets for st in summary[d].values()):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
+        labels.append("hatched: k/n seeds collapsed (one class for every test image)")
     rows = -(-len(labels) // 3)
     fig.set_figheight(3.8 + 0.22 * rows)
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)  # below: bars stay visible
@@ -178,7 +246,7 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="breastmnist")
-    p.add_argument("--variants", default="plain,mlp,rllm")
+    p.add_argument("--variants", default="plain,mlp,rllm,resnet", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--backbone", default="vit", choices=["vit", "vit3d", "vivit"])
     p.add_argument("--size", default="tiny", help="backbone size: tiny, small, base (vivit: tiny, small, medium)")
@@ -200,7 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cutmix", type=float, default=0.0)
     p.add_argument("--drop-path", type=float, default=0.1)
     p.add_argument("--shift", type=int, default=0, help="3D: random shifts of up to this many voxels")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                   help="auto: bf16 where the hardware runs it natively, else none (fp32)")
+    p.add_argument("--balance", default="none", choices=BALANCE_MODES,
+                   help="class imbalance: class-weighted loss or a balanced sampler (timm_rllm.train.balance)")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -214,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
                     r = fit(cfg, out / folder(dataset, cfg.size) / variant / f"seed{seed}", resume=True,
                             progress=False)
                     print(f"{dataset} {variant} seed {seed}: test acc {r['test']['acc']:.4f} auc {r['test']['auc']:.4f}"
-                          f" (epoch {r['selected_epoch']})", flush=True)
+                          f" (epoch {r['selected_epoch']}{', COLLAPSED' if r.get('collapsed') else ''})", flush=True)
     print(render(out))
 
 

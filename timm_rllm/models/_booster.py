@@ -11,7 +11,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from ..layers.booster import Booster
+from ..layers.booster import BLOCK_FREE_MODES, FORMULAS, Booster
 from ..layers.llm_block import LlmBlockConfig
 from ..llm.cache import tensor_digest
 from ..llm.loader import build_block, get_block_weights, random_block
@@ -45,10 +45,11 @@ def create_booster(
     layers = layer_list(llm_layer)
     preset = get_preset(llm)
     source = llm_source or preset.source
-    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "license": preset.license,
-                            "dtype": llm_dtype}
-    if residual == "mlp":
-        block, info = None, {"llm": None, "residual": residual}
+    # the formula makes results files say which function a mode name meant (`mlp` changed in #17)
+    info: dict[str, Any] = {"llm": llm, "source": source, "residual": residual, "formula": FORMULAS.get(residual),
+                            "license": preset.license, "dtype": llm_dtype}
+    if residual in BLOCK_FREE_MODES:
+        block, info = None, {"llm": None, "residual": residual, "formula": FORMULAS[residual]}
     elif source == RANDOM_SOURCE:
         blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in layers]
         block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)

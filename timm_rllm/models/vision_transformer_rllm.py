@@ -42,7 +42,8 @@ class RllmVisionTransformer(VisionTransformer):
             (random weights of the same shapes: an ablation control, never a fallback).
         llm_layer: decoder layer index; negative counts from the end (-1, the last, is the paper's); a list
             of consecutive layers (e.g. [-2, -1]) runs them as one stack.
-        residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none`` or ``mlp`` (control, no LLM).
+        residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none``, ``mlp`` (the paper's capacity control,
+            adapters + outer skip, no LLM) or ``linear`` (adapters alone); formulas in `Booster`.
         llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
         llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
         llm_digest: refuse a block whose tensor digest differs (exported checkpoints record it).

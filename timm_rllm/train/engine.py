@@ -25,7 +25,6 @@ import numpy as np
 import timm
 import torch
 from medmnist.evaluator import getACC, getAUC
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
 from torch.utils.data import DataLoader
@@ -35,7 +34,9 @@ from .._io import atomic_write_json, atomic_write_text, held_lock, write_error
 from ..data import MULTI_LABEL, MedMNISTSplit, check_flag
 from ..data.transforms import RESIZE_POLICIES, Transform3d, transforms_2d
 from ..layers.sdpa import SDPA_CHOICES, sdpa_context
+from .balance import BALANCE_MODES, balanced_sampler, build_criterion
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .scoring import balanced_accuracy, prediction_summary
 
 
 @dataclass
@@ -77,6 +78,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     select_on: str = "auc"  # validation metric that picks the epoch: auc or acc
+    balance: str = "none"  # class imbalance: none, weighted-loss, sampler (see train/balance.py)
+    score_test: bool = True  # False: the test split is never loaded nor scored (recipe search)
 
     def __post_init__(self) -> None:
         """Every bad value fails here, before any work starts, in one line."""
@@ -108,6 +111,8 @@ class TrainConfig:
             (self.opt in list_optimizers(), f"--opt {self.opt!r} is not a timm optimizer (e.g. adamw, adam, sgd)"),
             (self.sched in SCHEDULES, f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}"),
             (isinstance(self.model_kwargs, dict), "--model-kwargs must be a JSON object, e.g. '{\"llm_layer\": -2}'"),
+            (self.balance in BALANCE_MODES,
+             f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -146,6 +151,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo), which speeds and bit-level results depend on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def native_bf16() -> bool:
+    """Whether bf16 autocast runs at native speed: CUDA, or a CPU with bf16 instructions (AVX512-BF16, AMX)."""
+    return torch.cuda.is_available() or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(amp: str) -> str:
+    """``auto`` -> ``bf16`` where it runs natively, else ``none`` (fp32): emulated bf16 made training steps
+    13-19x slower on an AVX2 CPU. Benchmarks resolve it once, so the config records what ran."""
+    return ("bf16" if native_bf16() else "none") if amp == "auto" else amp
+
+
 def environment() -> dict[str, Any]:
     """Versions and hardware, recorded in every results file."""
     import medmnist
@@ -160,6 +188,10 @@ def environment() -> dict[str, Any]:
         "timm_rllm": timm_rllm.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        # the kernels torch picks (AVX2, AVX512 ...) and native bf16 decide speed and the last bits of results
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -168,8 +200,10 @@ def environment() -> dict[str, Any]:
 
 
 def metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> dict[str, float]:
-    """ACC and AUC exactly as `medmnist.Evaluator` computes them (probabilities in)."""
-    return {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task))}
+    """ACC and AUC exactly as `medmnist.Evaluator` computes them (probabilities in), and balanced accuracy
+    of the same thresholded predictions (`scoring.balanced_accuracy`)."""
+    return {"acc": float(getACC(y_true, y_score, task)), "auc": float(getAUC(y_true, y_score, task)),
+            "bacc": balanced_accuracy(y_true, y_score, task)}
 
 
 @torch.no_grad()
@@ -186,9 +220,28 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
     return (y_true if y_true.ndim == 2 else y_true[:, None]), torch.cat(scores).cpu().numpy()
 
 
+# Entrypoint modules of convolutional models: they take any input size and no img_size/patch_size arguments.
+CNN_MODULES = ("timm.models.resnet", "timm_rllm.models.resnet_medmnist")
+
+
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
-    kwargs = dict(num_classes=num_classes, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans)
-    return timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs, **cfg.model_kwargs)
+    kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans)
+    module = timm.models.model_entrypoint(cfg.model).__module__ if timm.models.is_model(cfg.model) else None
+    if module == "timm.models.resnet" and cfg.img_size < 64:
+        raise ValueError(f"timm's {cfg.model} has the ImageNet stem (7x7 stride-2 conv + max-pool: a {cfg.img_size} px "
+                         f"image is {-(-cfg.img_size // 4)} px wide before its first stage). MedMNIST v2's ResNet-18 "
+                         "(28) is --model resnet18_medmnist (volumes: resnet18_3d_medmnist)")
+    if module not in CNN_MODULES:
+        kwargs.update(img_size=cfg.img_size, patch_size=cfg.patch_size)
+    if cfg.amp == "bf16" and cfg.device in ("auto", "cpu") and not native_bf16():
+        # measured on an AVX2 CPU: training steps 13x (ViT-Tiny) to 19x (ResNet-18) slower than fp32
+        print("warning: --amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
+              "(oneDNN emulates it); consider --amp none", file=sys.stderr)
+    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs, **cfg.model_kwargs)
+    if cfg.amp == "none" and (getattr(model, "llm_info", None) or {}).get("dtype") == "bfloat16" and not native_bf16():
+        print('warning: without autocast the bf16-stored LLM block runs in emulated bf16 on this CPU (7x slower '
+              'measured); add --model-kwargs \'{"llm_dtype": "float32"}\'', file=sys.stderr)
+    return model
 
 
 def _datasets(cfg: TrainConfig):
@@ -209,7 +262,8 @@ def _datasets(cfg: TrainConfig):
                                cfg.hflip, cfg.randaug, cfg.reprob)
         return MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
 
-    return make("train", True), make("val", False), make("test", False), in_chans
+    # a recipe search must not even load the test split
+    return make("train", True), make("val", False), make("test", False) if cfg.score_test else None, in_chans
 
 
 def _frozen_keys(model: torch.nn.Module) -> set[str]:
@@ -315,11 +369,15 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    if cfg.balance == "sampler":
+        if world > 1:
+            raise ValueError("--balance sampler is single-process; under torchrun use --balance weighted-loss")
+        sampler = balanced_sampler(train_ds.labels, task, num_classes, gen)
     train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=len(train_ds) > cfg.batch_size * world, num_workers=cfg.workers,
                               generator=gen)
     val_loader = DataLoader(val_ds, 256, num_workers=cfg.workers)
-    test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers)
+    test_loader = DataLoader(test_ds, 256, num_workers=cfg.workers) if test_ds is not None else None
 
     optimizer = create_optimizer_v2(model, cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
@@ -336,14 +394,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             raise ValueError("Mixup/CutMix pairs images: use an even --batch-size no larger than the train split")
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
                       num_classes=num_classes)
-    if task == MULTI_LABEL:
-        criterion = torch.nn.BCEWithLogitsLoss()
-    elif mixup is not None:
-        criterion = SoftTargetCrossEntropy()
-    elif cfg.label_smoothing > 0:
-        criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing)
-    else:
-        criterion = torch.nn.CrossEntropyLoss()
+    criterion = build_criterion(cfg.balance, task, train_ds.labels, num_classes, cfg.label_smoothing,
+                                mixup is not None, device)
     ema = None
     if cfg.ema_decay:
         from timm.utils import ModelEmaV3
@@ -373,7 +425,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps and epoch * len(train_loader) >= cfg.max_steps:
             break  # the smoke's steps are done: validate and test what there is
-        if sampler is not None:
+        if world > 1:  # the DistributedSampler (the balanced sampler draws from the run's generator)
             sampler.set_epoch(epoch)
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -412,14 +464,16 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         train_images += seen
 
         eval_model = ema.module if ema is not None else model
-        val = metrics(*predict(eval_model, val_loader, device, amp, task), task)
+        val_true, val_score = predict(eval_model, val_loader, device, amp, task)
+        val = metrics(val_true, val_score, task)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"],
-                  "val_acc": val["acc"], "val_auc": val["auc"], "epoch_time_s": epoch_time,
+                  "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"], "epoch_time_s": epoch_time,
                   "train_images_per_s": seen / epoch_time}
         history.append(record)
         key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
         if best is None or key > tuple(best["key"]):
-            best = {"epoch": epoch + 1, "key": list(key), "val": val}
+            best = {"epoch": epoch + 1, "key": list(key), "val": val,
+                    "val_pred": prediction_summary(val_score, task, num_classes)}
             if main_process:
                 save_checkpoint({"model": _trainable_state(eval_model, frozen), "epoch": epoch + 1,
                                  "config": cfg.to_dict()}, out / "best.pth")
@@ -428,7 +482,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
                 f.write(json.dumps(record) + "\n")
         if progress:
             print(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
-                  f"auc {val['auc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
+                  f"auc {val['auc']:.4f} bacc {val['bacc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
         if not main_process:
             continue
         save_checkpoint({
@@ -446,7 +500,11 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     # the test split, once, with the weights the validation split chose
     selected = load_checkpoint(out / "best.pth", map_location=device)
     load_trainable(model, selected["model"], out / "best.pth")
-    test = metrics(*predict(model, test_loader, device, amp, task), task)
+    test, test_pred = None, {"collapsed": None, "pred_counts": None}
+    if cfg.score_test:
+        test_true, test_score = predict(model, test_loader, device, amp, task)
+        test, test_pred = metrics(test_true, test_score, task), prediction_summary(test_score, task, num_classes)
+    val_pred = best.get("val_pred") or {}
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results = {
@@ -459,6 +517,11 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         "selected_epoch": best["epoch"],
         "val": best["val"],
         "test": test,
+        # the selected model gives every test image the same answer (one class / one label vector)
+        "collapsed": test_pred["collapsed"],
+        "test_pred_counts": test_pred["pred_counts"],
+        "val_collapsed": val_pred.get("collapsed"),
+        "val_pred_counts": val_pred.get("pred_counts"),
         "train_time_s": train_time,
         "train_images_per_s": train_images * world / train_time if train_time else None,
         "world_size": world,

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..llm.presets import get_preset
 from .engine import TrainConfig, fit
-from .seed_stats import mean_std, versus
+from .scoring import collapse_tally
+from .seed_stats import by_seed, mean_std, paired
 
 
 def resolve_layer_spec(spec: str, num_layers: int) -> int | list[int]:
@@ -79,10 +80,12 @@ def run_sweep(base: TrainConfig, out: str | Path, llms: list[str], layers: list[
 
 def _stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     info = runs[0].get("llm_info") or {}
-    values = {f"{split}_{m}": [100 * r[split][m] for r in runs] for split in ("val", "test") for m in ("acc", "auc")}
+    # per seed, so that variants are compared seed by seed (they share seeds)
+    values = {f"{split}_{m}": by_seed(runs, split, m) for split in ("val", "test") for m in ("acc", "auc")}
     return {"n": len(runs), "layer": info.get("layer"), "num_layers": info.get("num_layers"),
             "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
-            **{k: mean_std(v) for k, v in values.items()}, "values": values}
+            "collapsed": collapse_tally(runs),
+            **{k: mean_std(list(v.values())) for k, v in values.items()}, "values": values}
 
 
 def _order(name: str) -> tuple:
@@ -106,8 +109,9 @@ def _layer_label(layer: int | list[int]) -> str:
 
 def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
     """What the sweep says, per LLM: the best block chosen on validation AUC (its test numbers reported),
-    whether it beat the plain ViT and the mlp control beyond seed noise, which blocks did, and whether
-    the pretrained block beat the random one at the same position."""
+    its paired difference (per seed, 95% CI) to the plain ViT and the mlp control, which blocks' intervals
+    exclude 0 (and how many blocks were compared), and the pretrained block against the random one at the
+    same position."""
     lines = []
     plain = stats.get("plain")
     for llm in sorted({n.split("/")[0] for n in stats if "/layer" in n}):
@@ -122,14 +126,17 @@ def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
                 continue
             parts = []
             for m in ("auc", "acc"):
-                delta, _, reading = versus(best["values"][f"test_{m}"], ref["values"][f"test_{m}"])
-                parts.append(f"test {m.upper()} {delta:+.2f}, {reading}")
-            lines.append(f"  - vs {ref_name}: " + "; ".join(parts) + ".")
-            clear = [(versus(st["values"]["test_auc"], ref["values"]["test_auc"]), st) for st in layers.values()]
-            above = [_layer_label(st["layer"]) for (delta, beyond, _), st in clear if beyond and delta > 0]
-            below = [_layer_label(st["layer"]) for (delta, beyond, _), st in clear if beyond and delta < 0]
-            lines.append(f"  - blocks above {ref_name} beyond seed noise (test AUC): {', '.join(above) or 'none'}; "
-                         f"below: {', '.join(below) or 'none'}.")
+                d = paired(best["values"][f"test_{m}"], ref["values"][f"test_{m}"], "the block", ref_name)
+                parts.append(f"test {m.upper()} {d.delta:+.2f}, {d.reading}")
+            lines.append(f"  - vs {ref_name} (paired per seed): " + "; ".join(parts) + ".")
+            compared = {_layer_label(st["layer"]): paired(st["values"]["test_auc"], ref["values"]["test_auc"])
+                        for st in layers.values()}
+            above = [name for name, d in compared.items() if d.excludes_zero and d.delta > 0]
+            below = [name for name, d in compared.items() if d.excludes_zero and d.delta < 0]
+            lines.append(f"  - blocks whose paired test-AUC 95% CI vs {ref_name} lies above 0: "
+                         f"{', '.join(above) or 'none'}; below 0: {', '.join(below) or 'none'} "
+                         f"({len(compared)} blocks compared; with that many, one CI excluding 0 by chance "
+                         "is not unlikely).")
         random = stats.get(f"{llm}/random")
         if random is not None:
             same = next((st for st in layers.values() if st["layer"] == best["num_layers"] - 1), None)
@@ -138,8 +145,8 @@ def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
             for label, st in pairs.items():
                 if st is None:
                     continue
-                delta, _, reading = versus(st["values"]["test_auc"], random["values"]["test_auc"])
-                lines.append(f"  - pretrained vs random weights, {label}: test AUC {delta:+.2f}, {reading}.")
+                d = paired(st["values"]["test_auc"], random["values"]["test_auc"], "pretrained", "random")
+                lines.append(f"  - pretrained vs random weights, {label}: test AUC {d.delta:+.2f}, {d.reading}.")
     return lines
 
 
@@ -153,15 +160,22 @@ def render(out: str | Path) -> str:
         return "no results yet"
     stats = {name: _stats(rs) for name, rs in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
     plain = stats.get("plain")
-    lines = ["| run | seeds | val AUC | test ACC | test AUC | ΔAUC vs plain | ΔAUC vs mlp control |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | val AUC | test ACC | test AUC | ΔAUC vs plain (paired, 95% CI) | "
+             "ΔAUC vs mlp control (paired, 95% CI) | collapsed |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def delta(st: dict[str, Any], ref: dict[str, Any] | None) -> str:
+        if ref is None or st is ref:
+            return ""
+        d = paired(st["values"]["test_auc"], ref["values"]["test_auc"])
+        return f"{d.delta:+.2f}" + (f" ({d.ci})" if d.ci else "")
+
     for name, st in stats.items():
         mlp = stats.get(f"{name.split('/')[0]}/mlp")
-        d_plain = f"{st['test_auc'][0] - plain['test_auc'][0]:+.2f}" if plain and st is not plain else ""
-        d_mlp = f"{st['test_auc'][0] - mlp['test_auc'][0]:+.2f}" if mlp and st not in (plain, mlp) else ""
         label = f"{name} (random weights)" if name.endswith("/random") else name
         lines.append(f"| {label} | {st['n']} | {st['val_auc'][0]:.2f} | {_pm(st, 'test_acc')} | "
-                     f"{_pm(st, 'test_auc')} | {d_plain} | {d_mlp} |")
+                     f"{_pm(st, 'test_auc')} | {delta(st, plain)} | {delta(st, mlp) if st is not plain else ''} | "
+                     f"{st['collapsed']} |")
     first = next(iter(groups.values()))[0]
     cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "data_dir")}
     env = first["environment"]

@@ -1,14 +1,19 @@
-"""Mean ± std over seeds, and one plain rule for reading a difference against seed noise.
+"""Mean ± std over seeds, and a paired comparison of two variants that share seeds.
 
-A difference counts as "beyond seed noise" only when the gap between the two means exceeds the sum
-of their standard deviations over seeds. With 3 seeds this is a rough screen, not a significance
-test; it keeps tables and READMEs from calling a 0.3-point gap a win.
+Variants of one sweep run with the same seeds (same initialisation stream, same data order), so the
+fair question is per seed: how much did A gain over B? ``paired`` takes the per-seed differences
+A - B on the seeds both have, and reports their mean with a 95% confidence interval from the paired
+t distribution (mean ± t_{0.975, n-1} · sd / √n). With 3 seeds the interval is wide (t = 4.30);
+an interval that excludes 0 is evidence of a difference at that seed count, not proof, and among
+many comparisons one such interval is expected by chance now and then.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -16,12 +21,57 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def versus(a: Sequence[float], b: Sequence[float]) -> tuple[float, bool | None, str]:
-    """(mean(a) - mean(b), beyond seed noise? (None with fewer than 2 seeds on a side), a short reading)."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    delta, noise = ma - mb, sa + sb
-    if min(len(a), len(b)) < 2:
-        return delta, None, "one seed: no estimate of seed noise yet"
-    beyond = abs(delta) > noise
-    return delta, beyond, (f"{'beyond' if beyond else 'within'} seed noise (sum of stds {noise:.2f}; "
-                           f"{len(a)} vs {len(b)} seeds)")
+def t_quantile(df: int, q: float = 0.975) -> float:
+    """Student-t quantile (scipy, imported only when a comparison is made)."""
+    from scipy.stats import t
+
+    return float(t.ppf(q, df))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A - B over common seeds: mean difference, 95% CI (None below 2 pairs), pairs and a reading."""
+
+    delta: float
+    low: float | None
+    high: float | None
+    n: int
+    reading: str
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and (self.low > 0 or self.high < 0)
+
+    @property
+    def ci(self) -> str:
+        return "" if self.low is None else f"{self.low:+.2f}..{self.high:+.2f}"
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_name: str = "B") -> Paired:
+    """Paired comparison of per-seed values ``{seed: value}``; only seeds present in both are paired, and the
+    reading says so when some are left out."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError(f"{a_name} and {b_name} share no seed: nothing to pair")
+    diffs = [a[s] - b[s] for s in seeds]
+    delta, n = statistics.mean(diffs), len(diffs)
+    unpaired = len(set(a) | set(b)) - n
+    note = f"; paired on the {n} common seeds ({a_name} has {len(a)}, {b_name} {len(b)})" if unpaired else ""
+    if n < 2:
+        return Paired(delta, None, None, n, "one seed: no interval" + note)
+    half = t_quantile(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    low, high = delta - half, delta + half
+    interval = f"95% CI {low:+.2f}..{high:+.2f}"
+    if low > 0:
+        reading = f"{a_name} above {b_name} ({interval}, {n} paired seeds)"
+    elif high < 0:
+        reading = f"{a_name} below {b_name} ({interval}, {n} paired seeds)"
+    else:
+        reading = f"no evidence of a difference ({interval} covers 0, {n} paired seeds)"
+    return Paired(delta, low, high, n, reading + note)
+
+
+def by_seed(runs: Sequence[Mapping], split: str, metric: str, scale: float = 100.0) -> dict[int, float]:
+    """``{seed: scale * run[split][metric]}`` from results dicts (runs without that metric are left out)."""
+    return {r["config"]["seed"]: scale * r[split][metric] for r in runs
+            if (r.get(split) or {}).get(metric) is not None}

