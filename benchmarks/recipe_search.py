@@ -71,6 +71,8 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "light-ra-weighted": dict(LIGHT_RA, balance="weighted-loss"),
         "light-ra-sampler": dict(LIGHT_RA, balance="sampler"),
         "ref-weighted": dict(balance="weighted-loss"),
+        "hflip-weighted": dict(randaug=None, reprob=0.0, balance="weighted-loss"),
+        "hflip-lr1e-3": dict(randaug=None, reprob=0.0, lr=1e-3),
     },
     "3d": {
         "ref": {},  # flips (p 0.5 per axis) + shifts of up to 2 voxels, label smoothing 0.1
