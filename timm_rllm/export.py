@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from timm.models._hub import save_config_for_hf
 
-from ._io import atomic_folder
-from .llm.cache import save_file
+from ._io import atomic_folder, save_file
+from .models._booster import block_tensors
 
 LLM_BASE_MODELS = {  # the original model each embedded/preset block approximates
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -44,9 +44,9 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
 
 def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], results: dict[str, Any] | None,
                   include_llm: bool, tag: str | None, weights: bool) -> None:
-    state = model.state_dict()
-    if not include_llm:
-        state = {k: v for k, v in state.items() if not k.startswith("booster.block.")}
+    state = model.state_dict()  # without the frozen LLM block: it is re-attached from the block cache
+    if include_llm:
+        state.update(block_tensors(model))
     if weights:
         save_file(state, out / "model.safetensors", {"format": "pt"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -18,6 +20,22 @@ FORMULAS = {
     "mlp": "W_out(h) + z",
     "linear": "W_out(h)",
 }
+
+
+def block_id(digest: str) -> torch.Tensor:
+    """A block's identity as a small tensor: sha256 of its digest (comma-joined for a stack), or of "random"."""
+    return torch.frombuffer(bytearray(hashlib.sha256(digest.encode()).digest()), dtype=torch.uint8)
+
+
+def _check_block_id(module: Booster, state_dict: dict, prefix: str, *args) -> None:
+    theirs, ours = state_dict.get(prefix + "llm_id"), module.llm_id
+    if theirs is None or "meta" in (theirs.device.type, ours.device.type) or torch.equal(theirs.to(ours.device), ours):
+        return
+    info = module.info
+    what = ("a random block (an ablation control)" if info.get("random_weights") else
+            f"{info.get('source')} layer {info.get('layer')} (digest {str(info.get('digest'))[:12]})")
+    raise ValueError(f"this checkpoint was trained with another LLM block than this model's {what}: create the model "
+                     "with the llm_source / llm_layer the checkpoint was trained with")
 
 
 class Booster(nn.Module):
@@ -49,6 +67,11 @@ class Booster(nn.Module):
         # The block's output scale is arbitrary; a fixed unit-gain norm (not from the LLM) tames it.
         self.norm = RMSNorm(llm_dim, eps=1e-6, affine=False) if block is not None else nn.Identity()
         self.w_out = nn.Linear(llm_dim, dim, bias=False)
+        if block is not None:
+            # The block is not in the state_dict (its tensors are frozen buffers, re-attached from the cache), but
+            # which block it is travels with every checkpoint: 32 bytes, checked when a state_dict is loaded.
+            self.register_buffer("llm_id", block_id(self.info.get("digest") or "random"))
+            self.register_load_state_dict_pre_hook(_check_block_id)
 
     def forward(self, z: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         h = self.w_in(z)

@@ -191,6 +191,10 @@ class LlmBlock(nn.Module):
             self.post_feedforward_layernorm = norm()
         self.mlp = LlmMlp(cfg)
 
+    def frozen_tensors(self) -> dict[str, torch.Tensor]:
+        """The block's tensors under their checkpoint names, frozen (buffers) or not (parameters)."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
     def cast_frozen(self, dtype: torch.dtype) -> LlmBlock:
         """Store the projection matrices (and biases) in ``dtype``, the norms stay fp32: with bf16 a
         frozen block takes half the memory and autocast has nothing to cast in every step."""
@@ -213,3 +217,18 @@ class LlmBlock(nn.Module):
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), attn_mask, is_causal)
         return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def freeze_(module: nn.Module) -> nn.Module:
+    """Turn every parameter of ``module`` into a non-persistent buffer, in place.
+
+    A frozen LLM block is then outside everything that handles trainable state: the model's state_dict
+    and checkpoints (the block is re-attached from its cache, identified by its digest), optimizers,
+    gradient checks and parameter counts, and EMA (timm's ModelEmaV2/V3 average the state_dict, or
+    copy buffers unchanged), so the block stays bit-identical whatever a training pipeline does. It
+    still moves with ``.to()`` and still passes gradients to its input."""
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            del sub._parameters[name]
+            sub.register_buffer(name, param.detach(), persistent=False)
+    return module

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from .._io import save_file
 from ..layers.llm_block import LlmBlockConfig
 from .sources import BlockWeights, verified_marker
 
@@ -114,34 +114,6 @@ def cache_write_error(root: Path, e: OSError) -> CacheWriteError:
         fix = f"Point {where} at a writable folder"
     message = f"cannot write the block cache {root} ({reason}): nothing was cached. {fix}."
     return CacheWriteError(e.errno, message) if e.errno is not None else CacheWriteError(message)
-
-
-_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
-
-
-def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Write a safetensors file tensor by tensor from the tensors' own memory.
-
-    safetensors' ``save_file`` first copies every tensor to bytes, doubling peak memory, which for a
-    LLaMA-7B layer is 400 MB more; the format is simple enough to stream (8-byte header length,
-    JSON header padded to 8 bytes, raw little-endian data)."""
-    header: dict[str, dict] = {}
-    offset = 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        nbytes = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    header["__metadata__"] = metadata  # type: ignore[assignment]
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for name in sorted(tensors):
-            f.write(memoryview(tensors[name].detach().contiguous().reshape(-1).view(torch.uint8).numpy()))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def entry_name(source: str, layer: int) -> str:

@@ -36,6 +36,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 from tqdm.auto import tqdm
 
+from .._io import SAFETENSORS_DTYPES
 from .families import check_tensors, config_from_hf, hf_layer_prefix, resolve_layer
 from .sources import BlockSourceError, BlockWeights, read_hf_folder
 
@@ -44,7 +45,6 @@ try:  # huggingface_hub's HTTP client: httpx2 from 2.x on, httpx in 1.x
 except ImportError:  # pragma: no cover
     from httpx import HTTPError, TimeoutException
 
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 # Bits per element of every safetensors dtype (the format's own list), to check sizes against shapes.
 SAFETENSORS_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,

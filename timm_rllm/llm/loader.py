@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..layers.llm_block import LlmBlock, LlmBlockConfig
+from ..layers.llm_block import LlmBlock, LlmBlockConfig, freeze_
 from .cache import BlockCache
 from .hub import BlockNotCachedError, read_hub
 from .sources import EMBEDDED_PREFIX, BlockWeights, read_layer
@@ -77,7 +77,7 @@ def build_block(
         block = LlmBlock(weights.config, causal=causal, rope=rope)
     tensors = {k: v.float() if "norm" in k else v.to(dtype) for k, v in weights.tensors.items()}
     block.load_state_dict(tensors, strict=True, assign=True)
-    return block.requires_grad_(False)
+    return freeze_(block)
 
 
 def random_block(
@@ -90,4 +90,4 @@ def random_block(
             torch.nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
-    return block.cast_frozen(dtype).requires_grad_(False)
+    return freeze_(block.cast_frozen(dtype))

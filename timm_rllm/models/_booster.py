@@ -112,12 +112,23 @@ def check_fits(cfg: LlmBlockConfig, preset: LlmPreset, source: str) -> None:
 
 
 def restore_frozen_block(module: nn.Module, reinit) -> None:
-    """Run ``reinit()`` (timm re-initialises every Linear) and put the frozen LLM weights back."""
-    block = getattr(getattr(module, "booster", None), "block", None)
-    saved = {k: v.clone() for k, v in block.state_dict().items()} if block is not None else None
-    reinit()
-    if saved is not None:
-        block.load_state_dict(saved)
+    """Run ``reinit()`` (timm re-initialises every Linear, the frozen block's too) with the booster set aside:
+    the adapters keep their own init and the block its LLM weights."""
+    booster = getattr(module, "booster", None)
+    if booster is None:  # timm's ViT initialises before the booster exists
+        reinit()
+        return
+    module.booster = nn.Identity()
+    try:
+        reinit()
+    finally:
+        module.booster = booster
+
+
+def block_tensors(model: nn.Module, prefix: str = "booster.block.") -> dict[str, torch.Tensor]:
+    """The frozen LLM block's tensors of a model, under their full names (they are not in its state_dict)."""
+    block = getattr(getattr(model, "booster", None), "block", None)
+    return {prefix + k: v for k, v in block.named_buffers()} if block is not None else {}
 
 
 def place_booster(booster: nn.Module, like: torch.Tensor) -> None:
@@ -127,3 +138,9 @@ def place_booster(booster: nn.Module, like: torch.Tensor) -> None:
     booster.to(like.device)
     for adapter in (booster.w_in, booster.w_out):
         adapter.to(like.dtype)
+
+
+def ignore_block_in_ddp(model: nn.Module) -> None:
+    """DistributedDataParallel (ours, timm's train.py, anyone's) skips the frozen block: every process reads
+    the same block from its cache, so broadcasting its buffers before each forward would only cost time."""
+    model._ddp_params_and_buffers_to_ignore = list(block_tensors(model))

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers.booster import Booster
 from ..llm.presets import get_preset
-from ._booster import create_booster, place_booster, restore_frozen_block
+from ._booster import create_booster, ignore_block_in_ddp, place_booster
 from .vision_transformer_rllm import RllmVisionTransformer, fill_booster_state
 
 __all__ = ["volume_size", "PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT"]
@@ -196,6 +196,7 @@ class RllmViViT(nn.Module):
         )
         if isinstance(self.booster, Booster):
             place_booster(self.booster, self.temporal_pos)
+            ignore_block_in_ddp(self)
         self.norm = nn.LayerNorm(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
@@ -204,7 +205,7 @@ class RllmViViT(nn.Module):
                              for i in range(temporal_depth)]
         if isinstance(self.booster, Booster):
             self.feature_info.append(dict(module="booster", num_chs=embed_dim, reduction=patch_size))
-        restore_frozen_block(self, self._init_weights)
+        self._init_weights()  # the booster keeps its own init (its adapters) and the LLM weights
 
     def _init_weights(self) -> None:
         for p in (self.spatial_pos, self.temporal_pos):

@@ -24,7 +24,14 @@ from torch import nn
 
 from ..layers.booster import Booster
 from ..llm.presets import get_preset
-from ._booster import RANDOM_SOURCE, create_booster, place_booster, restore_frozen_block
+from ._booster import (
+    RANDOM_SOURCE,
+    block_tensors,
+    create_booster,
+    ignore_block_in_ddp,
+    place_booster,
+    restore_frozen_block,
+)
 
 __all__ = ["RllmVisionTransformer", "RANDOM_SOURCE"]
 
@@ -71,6 +78,7 @@ class RllmVisionTransformer(VisionTransformer):
         )
         if isinstance(self.booster, Booster):
             place_booster(self.booster, self.patch_embed.proj.weight)
+            ignore_block_in_ddp(self)
             reduction = self.feature_info[-1]["reduction"]
             self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
@@ -210,14 +218,11 @@ register_notrace_function(check_images)  # and in timm's feature extraction
 
 
 def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """A checkpoint without a booster (a plain backbone) keeps the model's; the frozen block always
-    comes from the model's cached block, and a checkpoint holding a different block is refused."""
-    own = model.state_dict()
-    plain = not any(k.startswith("booster.") for k in state_dict)
-    for key, value in own.items():
-        if not key.startswith("booster."):
-            continue
-        theirs = state_dict.get(key) if key.startswith("booster.block.") else None
+    """A checkpoint without a booster (a plain backbone) keeps the model's adapters; the frozen block always
+    comes from the model's cached block (it is not part of the state_dict), and a checkpoint that holds a
+    different block (an export with the LLM tensors, an older checkpoint) is refused."""
+    for key, value in block_tensors(model).items():
+        theirs = state_dict.pop(key, None)
         if theirs is not None and not torch.equal(theirs.to(value.dtype), value):
             info = getattr(model, "llm_info", {})
             raise ValueError(
@@ -225,8 +230,8 @@ def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
                 f"LLM layer or source than {info.get('source')} layer {info.get('layer')}. "
                 "Create the model with the llm_source/llm_layer it was trained with."
             )
-        if key.startswith("booster.block.") or plain:
-            state_dict[key] = value
+    if not any(k.startswith("booster.") for k in state_dict):
+        state_dict.update({k: v for k, v in model.state_dict().items() if k.startswith("booster.")})
     return state_dict
 
 

@@ -34,6 +34,7 @@ from .._io import atomic_write_json, atomic_write_text, held_lock, write_error
 from ..data import MULTI_LABEL, MedMNISTSplit, check_flag
 from ..data.transforms import RESIZE_POLICIES, Transform3d, transforms_2d
 from ..layers.sdpa import SDPA_CHOICES, sdpa_context
+from ..models._booster import block_tensors
 from .balance import BALANCE_MODES, balanced_sampler, build_criterion
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .scoring import balanced_accuracy, prediction_summary
@@ -266,24 +267,17 @@ def _datasets(cfg: TrainConfig):
     return make("train", True), make("val", False), make("test", False) if cfg.score_test else None, in_chans
 
 
-def _frozen_keys(model: torch.nn.Module) -> set[str]:
-    """State-dict keys of frozen parameters: the LLM block, rebuilt from its cache, never saved."""
-    return {n for n, p in model.named_parameters() if not p.requires_grad}
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps: the state_dict (the frozen LLM block is not in it: it is re-attached from its
+    cache, identified by the llm_digest in the run's llm_info)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _trainable_state(model: torch.nn.Module, frozen: set[str]) -> dict[str, torch.Tensor]:
-    """The state dict without the frozen parameters ``frozen`` (taken from the trained model: an EMA copy
-    has every parameter frozen)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
-
-
-def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike,
-                   frozen: set[str] | None = None) -> None:
-    """Load saved trainable weights, refusing any that do not fit: every key the model needs (but the frozen
-    block's) must be there with its shape, and nothing else."""
-    frozen = _frozen_keys(model) if frozen is None else frozen
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Load saved weights, refusing any that do not fit: every key the model has must be there with its shape,
+    and nothing else."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state) - frozen)
+    missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
@@ -357,7 +351,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     task, num_classes = train_ds.task, train_ds.num_classes
     model = build_model(cfg, num_classes, in_chans).to(device)
     model_for_step = model
-    if world > 1:  # frozen parameters (the LLM block) are not synchronised: they need no gradients
+    if world > 1:  # the frozen LLM block is left out of DDP's synchronisation (the model says so itself)
         from torch.nn.parallel import DistributedDataParallel
 
         model_for_step = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -402,7 +396,6 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
 
-    frozen = _frozen_keys(model)
     start_epoch, best, history, train_time, train_images = 0, None, [], 0.0, 0
     last_path = out / "last.pth"
     if resume and last_path.is_file():
@@ -414,7 +407,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         if scaler.is_enabled() and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get("ema") is not None:
-            load_trainable(ema.module, state["ema"], last_path, frozen)
+            load_trainable(ema.module, state["ema"], last_path)
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         train_time, train_images = state["train_time"], state["train_images"]
         set_rng_state(state["rng"], gen)
@@ -475,7 +468,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             best = {"epoch": epoch + 1, "key": list(key), "val": val,
                     "val_pred": prediction_summary(val_score, task, num_classes)}
             if main_process:
-                save_checkpoint({"model": _trainable_state(eval_model, frozen), "epoch": epoch + 1,
+                save_checkpoint({"model": _state(eval_model), "epoch": epoch + 1,
                                  "config": cfg.to_dict()}, out / "best.pth")
         if main_process:
             with open(log_path, "a") as f:
@@ -486,9 +479,9 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         if not main_process:
             continue
         save_checkpoint({
-            "model": _trainable_state(model, frozen), "optimizer": optimizer.state_dict(),
+            "model": _state(model), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "ema": _trainable_state(ema.module, frozen) if ema is not None else None, "epoch": epoch, "best": best,
+            "ema": _state(ema.module) if ema is not None else None, "epoch": epoch, "best": best,
             "history": history, "train_time": train_time, "train_images": train_images, "config": cfg.to_dict(),
             "rng": rng_state(gen),
         }, last_path)
@@ -514,6 +507,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         "llm_info": getattr(model, "llm_info", None),
         "params_total": n_params,
         "params_trainable": n_trainable,
+        "llm_block_params": sum(t.numel() for t in block_tensors(model).values()),  # frozen buffers
         "selected_epoch": best["epoch"],
         "val": best["val"],
         "test": test,
@@ -546,7 +540,7 @@ def config_from_checkpoint(state: dict[str, Any], where: str | os.PathLike) -> T
 def restore_run(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any] | None]:
     """(model, config, results) of a run folder (its validation-selected ``best.pth`` and ``results.json``) or of
     one checkpoint file (results None). The only way eval, export, explain and the cards rebuild a trained
-    model: the checkpoint loads without unpickling code and must fit the model exactly (but the frozen block)."""
+    model: the checkpoint loads without unpickling code and must fit the model exactly."""
     path = Path(path)
     results = None
     if not path.exists():
