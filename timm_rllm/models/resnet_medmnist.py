@@ -42,7 +42,8 @@ class ResNetMedMNIST(ResNet):
         kwargs.setdefault("zero_init_last", False)
         super().__init__(**kwargs)
         in_chans = self.conv1.in_channels
-        self.conv1 = nn.Conv2d(in_chans, self.bn1.num_features, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, self.bn1.num_features, kernel_size=3, stride=1, padding=1, bias=False,
+                               device=kwargs.get("device"), dtype=kwargs.get("dtype"))
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = nn.Identity()
         for info, reduction in zip(self.feature_info, REDUCTIONS, strict=True):
@@ -150,7 +151,8 @@ class ResNet3d(nn.Module):
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return dict(url="", num_classes=2, input_size=(1, 28, 28), pool_size=(28, 28), mean=(0.5,), std=(0.5,),
+    # pool_size: the last feature map of a 28 px input (strides 1, 1, 2, 2, 2: 28 -> 4)
+    return dict(url="", num_classes=2, input_size=(1, 28, 28), pool_size=(4, 4), mean=(0.5,), std=(0.5,),
                 first_conv="conv1", classifier="fc", license="apache-2.0", **kwargs)
 
 
