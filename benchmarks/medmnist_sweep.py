@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from _report import update_readme  # noqa: E402
 
+from timm_rllm._io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
 from timm_rllm.train.balance import BALANCE_MODES  # noqa: E402
 from timm_rllm.train.engine import resolve_amp  # noqa: E402
@@ -179,9 +180,9 @@ def render(out: Path) -> str:
                    "95% CI from the paired t distribution. collapsed: runs whose selected model predicts one class "
                    "for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
-    (out / "table.md").write_text(text)
+    atomic_write_text(out / "table.md", text)
     update_readme(out.name, "\n".join(header[2:] + lines))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(summary, out / "summary.json")
     _chart(summary, {d: published(anchors, d) for d in summary}, out / "chart.png")
     return text
 
@@ -239,7 +240,7 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)  # below: bars stay visible
     fig.suptitle("MedMNIST, mean ± std over seeds (validation-selected epoch)")
     fig.tight_layout(rect=(0, 0.22 * rows / (3.8 + 0.22 * rows) + 0.02, 1, 1))
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 

@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from timm_rllm._io import atomic_write_json, atomic_write_text  # noqa: E402
 from timm_rllm.train import TrainConfig, fit  # noqa: E402
 from timm_rllm.train.engine import resolve_amp  # noqa: E402
 from timm_rllm.train.scoring import collapse_tally  # noqa: E402
@@ -177,7 +178,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
             dataset, chosen, 0, None, epochs, amp)).items() if k not in skip},
     }
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "search.json").write_text(json.dumps(record, indent=1))
+    atomic_write_json(record, folder / "search.json")
 
     def pm(s: dict[str, Any], key: str) -> str:
         return "n/a" if s[f"{key}_mean"] is None else f"{s[f'{key}_mean']:.2f} ± {s[f'{key}_std']:.2f}"
@@ -205,7 +206,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
     if stale:
         lines += ["", f"Left out (run with another config than the candidate's now): {', '.join(stale)}."]
     text = "\n".join(lines) + "\n"
-    (folder / "search.md").write_text(text)
+    atomic_write_text(folder / "search.md", text)
     return text
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write, atomic_write_text
 from ..llm.presets import get_preset
 from .engine import TrainConfig, fit
 from .scoring import collapse_tally
@@ -185,8 +186,8 @@ def render(out: str | Path) -> str:
               "mean ± std over seeds, in percent. `layer N` counts from 0; the random block has the last layer's "
               "shapes and random weights.", ""]
     text = "\n".join(header + lines + [""] + findings(stats)) + "\n"
-    (out / "table.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(
+    atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "summary.json", json.dumps(
         {n: {k: v for k, v in st.items() if k != "values"} for n, st in stats.items()}, indent=1))
     _chart(stats, out / "chart.png", f"{first['config']['dataset']}, {first['config']['epochs']} epochs")
     return text
@@ -226,5 +227,5 @@ def _chart(stats: dict[str, Any], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
