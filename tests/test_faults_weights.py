@@ -17,6 +17,8 @@ import torch
 from hub_server import Fault
 from huggingface_hub import constants
 
+import timm_rllm._io
+from timm_rllm._io import hash_marker
 from timm_rllm.cli import main as cli
 from timm_rllm.llm import BlockCache, BlockSourceError, CorruptCacheError, get_block_weights, tensor_digest
 from timm_rllm.llm.cache import CacheLockTimeout, CacheWriteError, StaleCacheError, entry_name
@@ -385,7 +387,8 @@ def test_leftovers_are_listed_and_removed(fault, tiny_hf_folders, tmp_path, caps
         for names in (["gemma-3-270m-q4_k_m.gguf"], ["all"]):
             gguf.parent.mkdir(parents=True, exist_ok=True)
             gguf.write_bytes(b"\0" * 2**20)
-            marker = gguf.with_name(f".{gguf.name}.sha256")  # the checked-hash note beside it
+            marker = hash_marker(gguf, tmp_path / ".verified")  # the note that it was checked
+            marker.parent.mkdir(exist_ok=True)
             marker.write_text("x")
             assert "gguf/gemma-3-270m-q4_k_m.gguf  1.0 MiB" in _list(tmp_path, capsys)
             assert "removed gguf/gemma-3-270m-q4_k_m.gguf" in _remove(tmp_path, capsys, *names)
@@ -470,12 +473,12 @@ def test_assembled_gguf_is_checked(fault, tmp_path, monkeypatch):
     gguf = tmp_path / "gguf" / "gemma-3-270m-q4_k_m.gguf"
     try:
         assert sources.embedded_gguf_path("gemma3", tmp_path) == gguf  # assembled in the caller's cache
-        assert (tmp_path / "gguf" / f".{gguf.name}.sha256").is_file()
+        assert hash_marker(gguf, tmp_path / ".verified").is_file()
 
         def no_hashing(path, *args):
             raise AssertionError("hashed again")
 
-        monkeypatch.setattr(sources, "sha256_file", no_hashing)
+        monkeypatch.setattr(timm_rllm._io, "file_hash", no_hashing)
         assert sources.embedded_gguf_path("gemma3", tmp_path) == gguf  # checked once: now only a stat
         monkeypatch.undo()
         with open(gguf, "r+b") as f:  # one byte changes on disk

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -196,3 +197,35 @@ def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadat
             f.write(memoryview(tensors[name].detach().contiguous().reshape(-1).view(torch.uint8).numpy()))
         f.flush()
         os.fsync(f.fileno())
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_marker(path: str | os.PathLike, memo_dir: str | os.PathLike) -> Path:
+    """Where `verify_once` remembers that ``path`` was checked (one small file per checked file)."""
+    return Path(memo_dir) / hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+
+
+def verify_once(path: str | os.PathLike, expected: str, algorithm: str, memo_dir: str | os.PathLike,
+                known_good: bool = False) -> str | None:
+    """None when ``path`` hashes to ``expected``, else the hash it has. A match is remembered in ``memo_dir``
+    with the file's size and mtime, so a file is read once (a changed file is hashed again); a folder that
+    cannot be written only means checking again next time. ``known_good``: just checked by its writer."""
+    stat = Path(path).stat()
+    stamp = f"{algorithm} {expected} {stat.st_size} {stat.st_mtime_ns} {Path(path).resolve()}"
+    marker = hash_marker(path, memo_dir)
+    with contextlib.suppress(OSError):
+        if marker.read_text().strip() == stamp:
+            return None
+    if not known_good and (actual := file_hash(path, algorithm)) != expected:
+        return actual
+    with contextlib.suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, stamp + "\n")
+    return None

