@@ -129,37 +129,36 @@ class LockBusyError(RuntimeError):
 
 @contextlib.contextmanager
 def held_lock(path: str | os.PathLike, what: str, timeout: float = 0.0,
-              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the file lock ``path`` (its holder's pid written beside it in ``path.pid``).
+              on_wait: Callable[[str], None] | None = None, hint: str = "",
+              error: type[Exception] = LockBusyError) -> Iterator[None]:
+    """Hold the file lock ``path`` while doing ``what`` (e.g. "training into runs/x"); the holder writes its pid
+    and ``what`` beside the lock (``path.pid``), so a process that finds it taken can say whom it waits for.
 
-    When another process holds it: with ``timeout`` 0, fail at once; else call ``on_wait`` with a
-    line naming the holder, wait up to ``timeout`` seconds, then fail. ``what`` names the work the
-    lock guards, for the messages."""
+    With ``timeout`` 0 a taken lock fails at once; else ``on_wait`` gets one line naming the holder, and after
+    ``timeout`` seconds ``error`` is raised (``hint`` appended: what to do)."""
     from filelock import FileLock, Timeout
 
     path = Path(path)
     pid_file = path.with_name(path.name + ".pid")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path)
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid, _, held_for = (pid_file.read_text().strip() if pid_file.is_file() else "?").partition(" ")
+        held_for = held_for or what
+        if not timeout:
+            raise error(f"another process (pid {pid}) is {held_for} (lock {path}); wait for it to finish, or "
+                        f"stop it{hint}") from None
+        if on_wait is not None:
+            on_wait(f"waiting for another process {held_for} (pid {pid}) ...")
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=timeout)
         except Timeout:
-            holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
-            if not timeout:
-                raise LockBusyError(f"another process (pid {holder}) is {what} (lock {path}); wait for it to finish, "
-                                    "or stop it") from None
-            if on_wait is not None:
-                on_wait(f"waiting for another process {what} (pid {holder}, lock {path}), up to {timeout:.0f} s")
-            try:
-                lock.acquire(timeout=timeout)
-            except Timeout:
-                raise LockBusyError(f"gave up after {timeout:.0f} s waiting for another process (pid {holder}) "
-                                    f"{what} (lock {path}); if no such process runs, delete {path}") from None
-        pid_file.write_text(str(os.getpid()))
-    except OSError as e:
-        raise write_error(path, e) from e
+            raise error(f"gave up after {timeout:g} s waiting for another process (pid {pid}) {held_for}: "
+                        f"stop it if it is stuck, then run again{hint}") from None
     try:
+        pid_file.write_text(f"{os.getpid()} {what}\n")
         yield
     finally:
         pid_file.unlink(missing_ok=True)

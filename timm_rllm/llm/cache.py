@@ -16,16 +16,16 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .._io import hash_marker, save_file
+from .._io import LockBusyError, hash_marker, held_lock, save_file
 from ..layers.llm_block import LlmBlockConfig
 from .sources import BlockWeights
 
@@ -60,7 +60,7 @@ class CacheWriteError(OSError, RuntimeError):
     An OSError, and a RuntimeError too so that the command line prints its one line."""
 
 
-class CacheLockTimeout(RuntimeError):
+class CacheLockTimeout(LockBusyError):
     """Another process held a source's extraction lock for longer than $TIMM_RLLM_LOCK_TIMEOUT."""
 
 
@@ -221,37 +221,17 @@ class BlockCache:
 
         One lock per source, not per (source, layer, revision): before the source is read a layer has
         two names (1 and -3 of 4 layers), and entry file names carry no revision, so only a lock per
-        source keeps two processes off one file. A waiter says once whom it waits for (the holder
-        writes its pid beside the lock) and gives up after ``$TIMM_RLLM_LOCK_TIMEOUT`` seconds."""
+        source keeps two processes off one file. A waiter says once whom it waits for and gives up after
+        ``$TIMM_RLLM_LOCK_TIMEOUT`` seconds."""
         key = hashlib.sha256(source.encode()).hexdigest()[:16]
-        path = self.root / ".locks" / f"{key}.lock"
-        holder = path.with_suffix(".pid")
-        with self.writing():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path)
-        try:
-            with self.writing():
-                lock.acquire(timeout=0)
-        except Timeout:
-            pid, held_layer = _read_holder(holder)
-            logger.warning("waiting for another process extracting %s layer %s (pid %s) ...", source, held_layer, pid)
-            timeout = lock_timeout()
-            try:
-                with self.writing():
-                    lock.acquire(timeout=timeout)
-            except Timeout:
-                raise CacheLockTimeout(
-                    f"gave up after {timeout:g} s waiting for another process (pid {pid}) extracting {source} layer "
-                    f"{held_layer} into {self.root}: stop it if it is stuck, then run again "
-                    f"(${LOCK_TIMEOUT_ENV} sets the wait in seconds)"
-                ) from None
-        try:
-            with self.writing():
-                holder.write_text(f"{os.getpid()} {layer}\n")
+        taken = ExitStack()
+        with self.writing():  # a cache folder that cannot hold the lock: one line naming it
+            taken.enter_context(held_lock(
+                self.root / ".locks" / f"{key}.lock", f"extracting {source} layer {layer}", lock_timeout(),
+                on_wait=logger.warning, hint=f" (${LOCK_TIMEOUT_ENV} sets the wait in seconds)",
+                error=CacheLockTimeout))
+        with taken:
             yield
-        finally:
-            holder.unlink(missing_ok=True)
-            lock.release()
 
     def save(self, weights: BlockWeights) -> CacheEntry:
         """Write ``weights`` atomically; returns the new entry. Call it holding `lock`: leftovers of an
@@ -351,10 +331,3 @@ class BlockCache:
         )
 
 
-def _read_holder(path: Path) -> tuple[str, str]:
-    """(pid, layer) written by the process holding a lock, or '?' where unknown."""
-    try:
-        pid, layer = path.read_text().split()[:2]
-        return pid, layer
-    except (OSError, ValueError):
-        return "?", "?"
