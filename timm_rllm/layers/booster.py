@@ -26,8 +26,8 @@ def block_id(digest: str) -> torch.Tensor:
     """A block's identity as a small tensor: the 256 bits of sha256 of its digest (comma-joined for a stack, or
     "random"). Bits as bool survive any EMA: timm's ModelEmaV2 averages every state_dict entry, integers too
     (d * x + (1 - d) * x is not always x in floating point, but it is nonzero exactly when x is)."""
-    raw = torch.frombuffer(bytearray(hashlib.sha256(digest.encode()).digest()), dtype=torch.uint8)
-    return (raw[:, None] >> torch.arange(8, dtype=torch.uint8) & 1).flatten().bool()
+    bits = [(byte >> i) & 1 for byte in hashlib.sha256(digest.encode()).digest() for i in range(8)]
+    return torch.tensor(bits, dtype=torch.bool, device="cpu")  # the booster follows the model's device later
 
 
 def _check_block_id(module: Booster, state_dict: dict, prefix: str, *args) -> None:
