@@ -33,7 +33,8 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(Path(args.results).glob("*/*/seed*/results.json")):
         r = json.loads(path.read_text())
-        if r.get("llm_info") and r["llm_info"].get("llm"):
+        info = r.get("llm_info") or {}
+        if info.get("llm") and not info.get("random_weights"):  # a random block is a control, never published
             runs.setdefault((path.parts[-4], path.parts[-3]), []).append(r)
     for (_, variant), results in runs.items():
         best = max(results, key=lambda r: (r["val"]["auc"], r["val"]["acc"]))

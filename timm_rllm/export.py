@@ -66,6 +66,10 @@ def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], resul
         (out / "README.md").write_text(model_card(config, results))
 
 
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.2f}" if value is not None else "n/a"
+
+
 def medmnist_tag(dataset: str, size: int) -> str:
     """The pretrained tag of a MedMNIST fine-tune, e.g. ``medmnist_breast_28``, ``medmnist_adrenal3d_64``."""
     return f"medmnist_{dataset.replace('mnist', '')}_{size}"
@@ -118,6 +122,13 @@ model-index:
                 f"{rl['llm']}: `{rl['source']}` layer {rl['layer']} of {rl['num_layers']} "
                 f"({rl.get('revision') or 'no revision'}), digest `{str(rl.get('digest'))[:16]}`")
     seed = cfg["seed"]
+    val_row = (f"| validation (selected epoch {results['selected_epoch']}) | {100 * val['acc']:.2f} | "
+               f"{_pct(val.get('bacc'))} | {100 * val['auc']:.2f} |")
+    test_row = f"| test (scored once) | {100 * test['acc']:.2f} | {_pct(test.get('bacc'))} | {100 * test['auc']:.2f} |"
+    block_params = (f", plus the frozen LLM block's {results['llm_block_params'] / 1e6:.2f} M"
+                    if results.get("llm_block_params") else "")
+    collapsed = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
+                 "majority-class rate.\n" if results.get("collapsed") else "")
     body = f"""
 # {name}
 
@@ -129,7 +140,7 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 | | |
 |---|---|
 | architecture | `{arch}` |
-| parameters | {results['params_total'] / 1e6:.2f} M total, {results['params_trainable'] / 1e6:.2f} M trainable |
+| parameters | {results['params_trainable'] / 1e6:.2f} M trainable{block_params} |
 | input | {img_size}, {config['model_args'].get('in_chans', '?')} channel(s), patch {cfg['patch_size']} |
 | LLM block | {llm_line} |
 | LLM licence | {llm_license} |
@@ -137,11 +148,11 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 
 ## Results (from the results file, not by hand)
 
-| split | ACC | AUC |
-|---|---|---|
-| validation (selected epoch {results['selected_epoch']}) | {100 * val['acc']:.2f} | {100 * val['auc']:.2f} |
-| test (scored once) | {100 * test['acc']:.2f} | {100 * test['auc']:.2f} |
-
+| split | ACC | balanced ACC | AUC |
+|---|---|---|---|
+{val_row}
+{test_row}
+{collapsed}
 Protocol: the epoch is chosen on the validation split, the test split is scored once with it; ACC
 and AUC as `medmnist.Evaluator` computes them. One seed ({seed}); the sweep in `benchmarks/`
 reports mean and spread over seeds. Trained on {env['processor']} ({env['cpu_count']} CPUs,
