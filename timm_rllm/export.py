@@ -37,9 +37,29 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
     info = getattr(model, "llm_info", {}) or {}
     if info.get("random_weights"):
         raise ValueError("this model runs a RANDOM LLM block (an ablation control); it is not exported as a checkpoint")
+    if results is not None and not results.get("test"):
+        raise ValueError("this run never scored its test split (--no-score-test, a recipe-search run): a model card "
+                         "needs the test numbers; export a run trained with test scoring")
+    check_export_target(Path(out_dir))
     with atomic_folder(out_dir) as tmp:
         _write_export(model, tmp, info, results, include_llm, tag, weights)
     return Path(out_dir)
+
+
+def check_export_target(out: Path) -> None:
+    """An export replaces its folder whole: only an empty folder or an earlier export may be there."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file: give the folder to export into")
+    previous = out / "config.json"
+    try:
+        is_export = "rllm" in json.loads(previous.read_text())
+    except (OSError, ValueError):
+        is_export = False
+    if any(out.iterdir()) and not is_export:
+        raise ValueError(f"{out} is not empty and holds no earlier export: exporting there would replace it whole; "
+                         "give a new or empty folder")
 
 
 def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], results: dict[str, Any] | None,

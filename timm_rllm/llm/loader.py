@@ -81,13 +81,16 @@ def build_block(
 
 
 def random_block(
-    cfg: LlmBlockConfig, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32
+    cfg: LlmBlockConfig, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> LlmBlock:
-    """An ablation control: the same shapes with random weights (normal, std 0.02, as LLaMA's init)."""
+    """An ablation control: the same shapes with random weights (normal, std 0.02, as LLaMA's init), drawn from
+    their own generator seeded with ``seed``: the same block every time it is built (a checkpoint trained with it
+    is restored with it; the block is not saved), and the training run's own random stream is left untouched."""
     block = LlmBlock(cfg, causal=causal, rope=rope)
+    generator = torch.Generator().manual_seed(seed)
     for module in block.modules():
         if isinstance(module, torch.nn.Linear):
-            torch.nn.init.normal_(module.weight, std=0.02)
+            torch.nn.init.normal_(module.weight, std=0.02, generator=generator)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
     return freeze_(block.cast_frozen(dtype))

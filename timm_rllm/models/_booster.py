@@ -51,9 +51,11 @@ def create_booster(
     if residual in BLOCK_FREE_MODES:
         block, info = None, {"llm": None, "residual": residual, "formula": FORMULAS[residual]}
     elif source == RANDOM_SOURCE:
-        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype) for _ in layers]
+        blocks = [random_block(preset.config, causal=llm_causal, rope=llm_rope, dtype=dtype, seed=i)
+                  for i in range(len(layers))]
         block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
-        info.update(layer=None, random_weights=True)
+        # which random block: seeds 0.. of random_block, so a checkpoint's llm_id tells them apart from real ones
+        info.update(layer=None, random_weights=True, digest=f"random:{llm}:seeds0-{len(layers) - 1}")
     else:
         all_weights = [get_block_weights(source, layer, llm_cache_dir) for layer in layers]
         for weights in all_weights:
@@ -70,6 +72,7 @@ def create_booster(
                 f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
                 "or pass llm_source= pointing at it."
             )
+        info["digest_checked"] = bool(llm_digest)  # the caller named the block it expects, and this is it
         blocks = [build_block(w, causal=llm_causal, rope=llm_rope, dtype=dtype) for w in all_weights]
         block = blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)
         first = all_weights[0]

@@ -21,10 +21,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
-__all__ = ["ResNetMedMNIST", "ResNet3d", "BasicBlock3d", "CNN_MODELS"]
+__all__ = ["ResNetMedMNIST", "ResNet3d", "BasicBlock3d"]
 
-# Models that take no img_size/patch_size (convolutional: any input size works).
-CNN_MODELS = ("resnet18_medmnist", "resnet18_3d_medmnist")
 # (output channels, stride) of the four stages of ResNet-18 and its feature reductions with the stride-1 stem
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 REDUCTIONS = (1, 1, 2, 4, 8)  # act1, layer1..layer4

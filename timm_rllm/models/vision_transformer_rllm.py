@@ -221,8 +221,10 @@ def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
     """A checkpoint without a booster (a plain backbone) keeps the model's adapters; the frozen block always
     comes from the model's cached block (it is not part of the state_dict), and a checkpoint that holds a
     different block (an export with the LLM tensors, an older checkpoint) is refused."""
+    any_block_tensors = False
     for key, value in block_tensors(model).items():
         theirs = state_dict.pop(key, None)
+        any_block_tensors |= theirs is not None
         if theirs is not None and not torch.equal(theirs.to(value.dtype), value):
             info = getattr(model, "llm_info", {})
             raise ValueError(
@@ -232,6 +234,9 @@ def fill_booster_state(state_dict: dict[str, torch.Tensor], model: nn.Module) ->
             )
     if not any(k.startswith("booster.") for k in state_dict):
         state_dict.update({k: v for k, v in model.state_dict().items() if k.startswith("booster.")})
+    elif "booster.llm_id" not in state_dict and (any_block_tensors or model.llm_info.get("digest_checked")):
+        # a checkpoint from before block ids, whose block is proven ours (its tensors, or its llm_digest)
+        state_dict["booster.llm_id"] = model.booster.llm_id
     return state_dict
 
 
@@ -280,7 +285,8 @@ def _create(variant: str, pretrained: bool, model_args: dict[str, Any], **kwargs
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
         **kwargs,
     )
-    if pretrained and getattr(model, "pretrained_cfg", {}).get("hf_hub_id", "").startswith("timm/"):
+    cfg = getattr(model, "pretrained_cfg", {})
+    if pretrained and cfg.get("source") != "local-dir" and (cfg.get("hf_hub_id") or "").startswith("timm/"):
         pe, info = model.patch_embed, model.llm_info
         block = (f"the {info.get('llm')} block ({info.get('source')} layer {info.get('layer')}, digest "
                  f"{str(info.get('digest'))[:12]}) from the block cache" if info.get("llm") else "no LLM block")

@@ -55,6 +55,7 @@ def rng_state(loader: torch.Generator) -> dict[str, Any]:
     """Every RNG a run draws from, as tensors and plain values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"torch": torch.get_rng_state(), "loader": loader.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "python": random.getstate()}
@@ -63,6 +64,8 @@ def rng_state(loader: torch.Generator) -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any], loader: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     loader.set_state(state["loader"])
+    if state.get("cuda") and torch.cuda.is_available():  # dropout / drop-path on the GPU draw from these
+        torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))

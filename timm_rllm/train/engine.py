@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -38,6 +39,8 @@ from ..models._booster import block_tensors
 from .balance import BALANCE_MODES, balanced_sampler, build_criterion
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .scoring import balanced_accuracy, prediction_summary
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -225,7 +228,9 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, am
 CNN_MODULES = ("timm.models.resnet", "timm_rllm.models.resnet_medmnist")
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, pretrained: bool | None = None) -> torch.nn.Module:
+    """The run's model; ``pretrained`` (default ``cfg.pretrained``) is False wherever saved weights replace the
+    ImageNet ones anyway (resume, restore), so those work offline."""
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans)
     module = timm.models.model_entrypoint(cfg.model).__module__ if timm.models.is_model(cfg.model) else None
     if module == "timm.models.resnet" and cfg.img_size < 64:
@@ -236,12 +241,13 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.M
         kwargs.update(img_size=cfg.img_size, patch_size=cfg.patch_size)
     if cfg.amp == "bf16" and cfg.device in ("auto", "cpu") and not native_bf16():
         # measured on an AVX2 CPU: training steps 13x (ViT-Tiny) to 19x (ResNet-18) slower than fp32
-        print("warning: --amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
-              "(oneDNN emulates it); consider --amp none", file=sys.stderr)
-    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, **kwargs, **cfg.model_kwargs)
+        _logger.warning("--amp bf16 on a CPU without native bf16 instructions runs many times slower than fp32 "
+                        "(oneDNN emulates it); consider --amp none")
+    pretrained = cfg.pretrained if pretrained is None else pretrained
+    model = timm.create_model(cfg.model, pretrained=pretrained, **kwargs, **cfg.model_kwargs)
     if cfg.amp == "none" and (getattr(model, "llm_info", None) or {}).get("dtype") == "bfloat16" and not native_bf16():
-        print('warning: without autocast the bf16-stored LLM block runs in emulated bf16 on this CPU (7x slower '
-              'measured); add --model-kwargs \'{"llm_dtype": "float32"}\'', file=sys.stderr)
+        _logger.warning("without autocast the bf16-stored LLM block runs in emulated bf16 on this CPU (many times "
+                        'slower); add --model-kwargs \'{"llm_dtype": "float32"}\'')
     return model
 
 
@@ -278,6 +284,9 @@ def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where
     and nothing else."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
+    if missing == ["booster.llm_id"]:
+        raise CheckpointError(f"{where} was written by an older timm-rllm (before checkpoints named their LLM block): "
+                              "train the run again")
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
@@ -304,11 +313,8 @@ def init_distributed(device_kind: str) -> tuple[int, int, bool]:
 def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, test once; returns (and writes) the results dict."""
     out = Path(out_dir)
-    results_path = out / "results.json"
-    if resume and results_path.is_file():
-        done = json.loads(results_path.read_text())
-        if done.get("config") == cfg.to_dict():
-            return done  # finished before: nothing to redo
+    if resume and (done := finished_results(out, cfg)) is not None:
+        return done  # finished before: nothing to redo
     device = resolve_device(cfg)
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a CUDA device (fp16 autocast with gradient scaling); on this machine "
@@ -322,6 +328,15 @@ def fit(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = True, progr
         contextlib.nullcontext()
     with lock, sdpa_context(cfg.sdpa, device.type, cfg.amp == "bf16"):
         return _fit(cfg, out, device, resume, progress)
+
+
+def finished_results(out: str | os.PathLike, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The results of a finished run of exactly ``cfg`` in ``out``, or None."""
+    try:
+        done = json.loads((Path(out) / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if done.get("config") == cfg.to_dict() else None
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -349,7 +364,9 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     seed_everything(cfg.seed)
     train_ds, val_ds, test_ds, in_chans = _datasets(cfg)
     task, num_classes = train_ds.task, train_ds.num_classes
-    model = build_model(cfg, num_classes, in_chans).to(device)
+    last_path = out / "last.pth"
+    resuming = resume and last_path.is_file()
+    model = build_model(cfg, num_classes, in_chans, pretrained=cfg.pretrained and not resuming).to(device)
     model_for_step = model
     if world > 1:  # the frozen LLM block is left out of DDP's synchronisation (the model says so itself)
         from torch.nn.parallel import DistributedDataParallel
@@ -397,9 +414,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
 
     start_epoch, best, history, train_time, train_images = 0, None, [], 0.0, 0
-    last_path = out / "last.pth"
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path, map_location=device)
+    if resuming:
+        state = load_checkpoint(last_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         if state["config"] != cfg.to_dict():
             raise ValueError(f"{last_path} was written by another configuration; use another --out or --no-resume")
         load_trainable(model, state["model"], last_path)
@@ -491,7 +507,10 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
         dist.barrier()  # best.pth is complete before any process reads it
     # the test split, once, with the weights the validation split chose
-    selected = load_checkpoint(out / "best.pth", map_location=device)
+    selected = load_checkpoint(out / "best.pth")
+    if selected["epoch"] != best["epoch"]:  # killed between best.pth and last.pth, then resumed differently
+        raise CheckpointError(f"{out / 'best.pth'} holds epoch {selected['epoch']}, but the run selected epoch "
+                              f"{best['epoch']}: train the run again (--no-resume)")
     load_trainable(model, selected["model"], out / "best.pth")
     test, test_pred = None, {"collapsed": None, "pred_counts": None}
     if cfg.score_test:
@@ -537,7 +556,8 @@ def config_from_checkpoint(state: dict[str, Any], where: str | os.PathLike) -> T
         raise CheckpointError(f"{where} was written by another version of timm-rllm ({e}); train again") from e
 
 
-def restore_run(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any] | None]:
+def restore_run(path: str | os.PathLike, data_dir: str | None = None,
+                ) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any] | None]:
     """(model, config, results) of a run folder (its validation-selected ``best.pth`` and ``results.json``) or of
     one checkpoint file (results None). The only way eval, export, explain and the cards rebuild a trained
     model: the checkpoint loads without unpickling code and must fit the model exactly."""
@@ -561,8 +581,10 @@ def restore_run(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConfig, 
     if results is not None and results.get("config") != state["config"]:
         raise CheckpointError(f"{ckpt} was written by another configuration than {path / 'results.json'}: the run "
                               "folder is inconsistent; train it again")
+    if data_dir:  # the data live elsewhere on this machine
+        cfg.data_dir = data_dir
     probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
-    model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
+    model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans, pretrained=False)
     load_trainable(model, state["model"], ckpt)
     return model.eval(), cfg, results
 
@@ -575,11 +597,10 @@ def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any
     return model, results
 
 
-def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None,
+                        device: str = "auto") -> dict[str, Any]:
     """Rebuild the model a checkpoint (or run folder) was trained as, load it, and score one split."""
-    model, cfg, _ = restore_run(path)
-    if data_dir:
-        cfg.data_dir = data_dir
+    model, cfg, _ = restore_run(path, data_dir)
     probe = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
     in_chans = cfg.in_chans or probe.in_chans
     if probe.is_3d:
@@ -587,6 +608,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: 
     else:
         tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
     ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
+    cfg.device = device  # where to score now, not where it was trained
     device = resolve_device(cfg)
     amp = AMP_DTYPES[cfg.amp]
     if amp == torch.float16 and device.type != "cuda":

@@ -75,7 +75,9 @@ def run_sweep(base: TrainConfig, out: str | Path, llms: list[str], layers: list[
     for name, cfg in plan(base, llms, layers, seeds, size):
         r = fit(cfg, out / name, resume=True, progress=False)
         if progress:
-            print(f"{name}: test ACC {r['test']['acc']:.4f} AUC {r['test']['auc']:.4f}", flush=True)
+            scores = r["test"] or r["val"]  # with --no-score-test, the validation split's
+            print(f"{name}: {'test' if r['test'] else 'val'} ACC {scores['acc']:.4f} AUC {scores['auc']:.4f}",
+                  flush=True)
     return render(out)
 
 
@@ -227,5 +229,5 @@ def _chart(stats: dict[str, Any], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:] or "png"))
     plt.close(fig)
