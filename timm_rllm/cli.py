@@ -388,15 +388,28 @@ def error_line(e: BaseException) -> str:
     return text
 
 
+def _config_path(argv: list[str]) -> str | None:
+    """The value of --config / -c, read before parsing, so the recipe's values (``out`` too) become defaults."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        recipe = load_recipe(path) if (path := _config_path(argv)) else None
+    except ValueError as e:
+        print(f"timm-rllm: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    args = build_parser(recipe).parse_args(argv)
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        if getattr(args, "config", None):  # parse again with the recipe's values as defaults
-            args = build_parser(load_recipe(args.config)).parse_args(argv)
         return args.func(args)
     except (*USER_ERRORS, ImportError, KeyboardInterrupt) as e:
         if debug:
