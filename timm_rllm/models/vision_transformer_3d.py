@@ -11,7 +11,6 @@ Input (B, C, D, H, W) with C = 1 or 3 and cubic sizes such as 28 or 64 voxels; 4
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import torch
@@ -161,16 +160,10 @@ class RllmViViT(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         llm: str | None = "smollm2",
-        llm_source: str | None = None,
-        llm_layer: int | list[int] = -1,
         residual: str = "inner",
-        llm_rope: bool = False,
-        llm_causal: bool = False,
-        llm_cache_dir: str | os.PathLike | None = None,
-        llm_digest: str | None = None,
-        llm_dtype: str = "bfloat16",
         device=None,
         dtype=None,
+        **llm_kwargs: Any,  # llm_source=, llm_layer= ...: which block (`timm_rllm.llm.BlockSpec`)
     ) -> None:
         super().__init__()
         _check_pool(global_pool)
@@ -190,10 +183,9 @@ class RllmViViT(nn.Module):
         block = lambda i: Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], **dd)
         self.spatial_blocks = nn.Sequential(*[block(i) for i in range(spatial_depth)])
         self.temporal_blocks = nn.Sequential(*[block(spatial_depth + i) for i in range(temporal_depth)])
-        self.booster, self.llm_info = create_booster(
-            embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest,
-            llm_dtype,
-        )
+        self.booster, self.llm_info = create_booster(embed_dim, llm, residual, llm_kwargs)
+        if llm_kwargs:  # whatever create_booster did not take
+            raise TypeError(f"RllmViViT got unexpected arguments {sorted(llm_kwargs)}")
         if isinstance(self.booster, Booster):
             place_booster(self.booster, self.temporal_pos)
             ignore_block_in_ddp(self)

@@ -9,7 +9,6 @@ entry points and cfgs here.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
@@ -23,9 +22,9 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoin
 from torch import nn
 
 from ..layers.booster import Booster
+from ..llm.loader import RANDOM_SOURCE
 from ..llm.presets import get_preset
 from ._booster import (
-    RANDOM_SOURCE,
     block_tensors,
     create_booster,
     ignore_block_in_ddp,
@@ -44,38 +43,16 @@ class RllmVisionTransformer(VisionTransformer):
     Args (besides timm's VisionTransformer args):
         llm: name of an LLM preset (``smollm2``, ``gemma3``, ``llama``): fixes the block's size and default
             source; None builds the plain ViT (no booster) with the same code.
-        llm_source: where the block comes from instead of the preset's default: ``embedded:NAME``,
-            a Hugging Face folder, a .gguf file, a Hub repo id already in the cache, or ``random``
-            (random weights of the same shapes: an ablation control, never a fallback).
-        llm_layer: decoder layer index; negative counts from the end (-1, the last, is the paper's); a list
-            of consecutive layers (e.g. [-2, -1]) runs them as one stack.
         residual: ``inner`` (R-LLM), ``outer``, ``hybrid``, ``none``, ``mlp`` (the paper's capacity control,
             adapters + outer skip, no LLM) or ``linear`` (adapters alone); formulas in `Booster`.
-        llm_rope, llm_causal: apply rotary embedding / a causal mask in the block (off in the method).
-        llm_cache_dir: block cache folder (default ``$TIMM_RLLM_CACHE`` or ~/.cache/timm_rllm/blocks).
-        llm_digest: refuse a block whose tensor digest differs (exported checkpoints record it).
-        llm_dtype: storage of the frozen projections: ``bfloat16`` (default: half the memory, no per-step
-            cast under bf16 autocast) or ``float32`` (the block then runs in fp32 without autocast).
+        llm_source, llm_layer, llm_rope, llm_causal, llm_cache_dir, llm_digest, llm_dtype: which block, as
+            `timm_rllm.llm.BlockSpec` describes them (e.g. ``llm_layer=-2``, ``llm_source="random"``).
     """
 
-    def __init__(
-        self,
-        llm: str | None = "smollm2",
-        llm_source: str | None = None,
-        llm_layer: int | list[int] = -1,
-        residual: str = "inner",
-        llm_rope: bool = False,
-        llm_causal: bool = False,
-        llm_cache_dir: str | os.PathLike | None = None,
-        llm_digest: str | None = None,
-        llm_dtype: str = "bfloat16",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, llm: str | None = "smollm2", residual: str = "inner", **kwargs: Any) -> None:
+        booster_kwargs = {k: kwargs.pop(k) for k in [k for k in kwargs if k.startswith("llm_")]}
         super().__init__(**kwargs)
-        self.booster, self.llm_info = create_booster(
-            self.embed_dim, llm, llm_source, llm_layer, residual, llm_rope, llm_causal, llm_cache_dir, llm_digest,
-            llm_dtype,
-        )
+        self.booster, self.llm_info = create_booster(self.embed_dim, llm, residual, booster_kwargs)
         if isinstance(self.booster, Booster):
             place_booster(self.booster, self.patch_embed.proj.weight)
             ignore_block_in_ddp(self)
