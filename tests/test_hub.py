@@ -11,7 +11,7 @@ import torch
 from hub_server import FakeHub
 from huggingface_hub import constants
 
-from timm_rllm.llm import BlockCache, get_block_weights
+from timm_rllm.llm import BlockCache, BlockSpec, get_block_weights, load_block
 from timm_rllm.llm.hub import BlockNotCachedError, HubAccessError
 
 from conftest import HUB_REPO
@@ -123,3 +123,16 @@ def test_two_processes_download_once(hub, tmp_path):
     # one process downloaded the layer, the other waited on the lock and reused the entry
     layer_bytes, header_bytes, _ = _layer_bytes(Path(hub.repos[REPO]["folder"]), 1)
     assert abs((_shard_bytes_sent(hub) - header_bytes) - layer_bytes) <= 0.01 * layer_bytes
+
+
+def test_keep_the_source_precision(hub, tmp_path, monkeypatch):
+    from timm_rllm.cli import main as cli
+    from timm_rllm.llm.presets import LLM_PRESETS, LlmPreset
+
+    assert cli(["extract", REPO, "--layer", "1", "--dtype", "keep", "--cache-dir", str(tmp_path)]) == 0
+    (entry,) = BlockCache(tmp_path).entries()
+    weights = BlockCache(tmp_path).load(entry)
+    assert all(t.dtype == torch.float32 for t in weights.tensors.values())  # the tiny checkpoint is fp32
+    monkeypatch.setitem(LLM_PRESETS, "tiny", LlmPreset("tiny", REPO, weights.config, 3, "", "the test's LLM"))
+    _, info = load_block(BlockSpec(llm="tiny", layer=1, cache_dir=str(tmp_path)))
+    assert info["cached_dtype"] == "float32"  # the model says what precision its cached block has

@@ -17,7 +17,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     from .llm import get_block_weights
 
-    dtype = None if args.dtype == "keep" else getattr(torch, args.dtype)
+    dtype = {"auto": None, "keep": "keep"}.get(args.dtype) or getattr(torch, args.dtype)
     weights = get_block_weights(args.source, args.layer, args.cache_dir, revision=args.revision, dtype=dtype,
                                 progress=True)
     c = weights.config
@@ -295,9 +295,11 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
                    "a Hugging Face model folder, a Meta consolidated.00.pth, or a .gguf file")
     p.add_argument("--layer", type=int, default=-1, help="layer index; negative counts from the end (default -1)")
     p.add_argument("--revision", default=None, help="Hub branch, tag or commit (default main; the commit is recorded)")
-    p.add_argument("--dtype", default="keep", choices=["keep", "bfloat16", "float16", "float32"],
-                   help="convert the tensors (default: keep; Hub downloads default to bfloat16)")
-    p.add_argument("--cache-dir", default=None, help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "keep", "bfloat16", "float16", "float32"],
+                   help="auto (default): local sources keep their precision, Hub downloads are stored in bfloat16; "
+                   "keep: the source's precision everywhere; or convert to the given dtype")
+    p.add_argument("--cache-dir", default=None,
+                   help="block cache (default $TIMM_RLLM_CACHE or ~/.cache/timm_rllm/blocks)")
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("cache", help="list, verify or remove cached blocks, assembled GGUF files and partial files")

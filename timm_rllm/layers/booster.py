@@ -94,7 +94,8 @@ class Booster(nn.Module):
     def extra_repr(self) -> str:
         if self.info.get("random_weights"):
             return f"residual={self.residual!r}, llm={self.info.get('llm')}, RANDOM WEIGHTS (ablation control)"
-        shown = {k: self.info[k] for k in ("llm", "source", "layer", "digest", "license") if self.info.get(k)}
+        shown = {k: self.info[k] for k in ("llm", "source", "layer", "digest", "cached_dtype", "license")
+                 if self.info.get(k)}
         if "digest" in shown:
             shown["digest"] = shown["digest"][:12]
         return ", ".join([f"residual={self.residual!r}"] + [f"{k}={v}" for k, v in shown.items()])

@@ -24,6 +24,7 @@ __all__ = ["BlockNotCachedError", "BlockSpec", "RANDOM_SOURCE", "build_block", "
            "get_block_weights", "load_block", "random_block"]
 
 RANDOM_SOURCE = "random"  # the source of the random-weights ablation
+KEEP = "keep"  # get_block_weights: keep the source's precision
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -130,6 +131,7 @@ def load_block(spec: BlockSpec) -> tuple[nn.Module, dict[str, Any]]:
     info.update(
         source=first.source, revision=first.revision, layer=indices[0] if len(indices) == 1 else indices,
         num_layers=first.num_layers, digest=digest, license=first.license or preset.license, random_weights=False,
+        cached_dtype=str(first.tensors["mlp.down_proj.weight"].dtype).removeprefix("torch."),  # e.g. bf16 from the Hub
         digest_checked=bool(spec.digest),  # the caller named the block it expects, and this is it
     )
     return (blocks[0] if len(blocks) == 1 else nn.Sequential(*blocks)), info
@@ -171,14 +173,16 @@ def get_block_weights(
     layer: int = -1,
     cache_dir: str | os.PathLike | None = None,
     revision: str | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     progress: bool = False,
 ) -> BlockWeights:
     """A decoder layer from the block cache, extracting it from its source on first use.
 
     ``source``: ``embedded:NAME``, a Hub repo id (only the layer's bytes are fetched), a local
     Hugging Face folder, a Meta ``consolidated.00.pth`` (or its folder), or a .gguf file.
-    ``dtype`` converts on extraction (Hub default bf16; local sources keep theirs).
+    ``dtype`` converts on extraction; ``"keep"`` keeps the source's precision; None (the default) keeps it
+    for local sources and stores Hub downloads in bf16 (half the bytes on disk; the frozen block runs in bf16
+    by default anyway). An entry already cached is returned as it is: its ``tensors`` say their dtype.
     """
     source = canonical_source(source)
     cache = BlockCache(cache_dir)
@@ -193,10 +197,11 @@ def get_block_weights(
             logger.warning("%s was written by an older timm-rllm (cache format %s); extracting it again",
                            entry.path, entry.metadata.get("format_version"))
         if is_hub_repo_id(source):
-            weights = read_hub(source, layer, revision, dtype=dtype or torch.bfloat16, progress=progress)
+            hub_dtype = None if dtype == KEEP else (dtype or torch.bfloat16)
+            weights = read_hub(source, layer, revision, dtype=hub_dtype, progress=progress)
         else:
             weights = read_layer(source, layer, cache_dir=cache.root)
-            if dtype is not None:
+            if dtype not in (None, KEEP):
                 weights.tensors = {k: v.to(dtype) for k, v in weights.tensors.items()}
         weights.digest = cache.save(weights).metadata["digest"]
     return weights
