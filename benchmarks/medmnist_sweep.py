@@ -160,6 +160,11 @@ def render(out: Path) -> str:
             }
             for m, d in deltas.items():
                 notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        boosted = variants.get("rllm")
+        for control in [v for v in ("mlp", "linear", "random", BASELINE) if v in variants and boosted]:
+            for m in ("acc", "auc"):  # the boosted model against each control, paired by seed as against plain
+                d = paired(by_seed(boosted, "test", m), by_seed(variants[control], "test", m), "rllm", control)
+                notes.append(f"- {dataset}, rllm vs {control}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
         if BASELINE not in variants:
             lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
                          f"| | | | | |")
