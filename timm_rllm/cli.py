@@ -17,7 +17,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     from .llm import get_block_weights
 
-    dtype = {"auto": None, "keep": "keep"}.get(args.dtype) or getattr(torch, args.dtype)
+    dtype = {"auto": None, "keep": "keep"}[args.dtype] if args.dtype in ("auto", "keep") else getattr(torch, args.dtype)
     weights = get_block_weights(args.source, args.layer, args.cache_dir, revision=args.revision, dtype=dtype,
                                 progress=True)
     c = weights.config
