@@ -1,4 +1,4 @@
-"""The README's Grad-CAM figure: a plain and a boosted run of the sweep, side by side on the
+"""The Grad-CAM figure of benchmarks/RESULTS.md: a plain and a boosted run of the sweep, side by side on the
 bundled BreastMNIST test images.
 
     python benchmarks/explain_figure.py --boosted RUN --plain RUN
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
+from timm_rllm._io import atomic_write_json
+from timm_rllm.cli import main as cli
+from timm_rllm.train.engine import environment
 
-from timm_rllm._io import atomic_write_json  # noqa: E402
-from timm_rllm.cli import main as cli  # noqa: E402
-from timm_rllm.train.engine import environment  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         r = json.loads((Path(run) / "results.json").read_text())
         runs[run] = {"model": r["config"]["model"], "seed": r["config"]["seed"], "test": r["test"],
                      "selected_epoch": r["selected_epoch"]}
-    record = {"command": " ".join([sys.executable, *sys.argv]), "environment": environment(), "runs": runs,
+    record = {"command": shlex.join([sys.executable, *sys.argv]), "environment": environment(), "runs": runs,
               "figure": str(Path(args.out).name)}
     atomic_write_json(record, Path(args.out).with_suffix(".json"))
 

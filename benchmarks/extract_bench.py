@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT.parent / "tests"))
+
 
 REPO = "bench-org/llama-7b-sized"
 LAYER = 1
@@ -117,9 +117,8 @@ def main() -> None:
         print(json.dumps(child(args.child, args.cache_dir)))
         return
 
-    from hub_server import FakeHub
-
     from timm_rllm.llm.families import HF_LAYER_PREFIX
+    from timm_rllm.testing import FakeHub
     from timm_rllm.train.engine import environment
 
     work = Path(args.work)
@@ -159,7 +158,7 @@ def main() -> None:
         r["bytes_over_layer"] = r["shard_bytes_sent"] / layer_bytes_source
         r["rss_over_baseline_per_layer"] = r["rss_over_baseline_bytes"] / layer_bytes_source
     result = {
-        "command": " ".join([sys.executable, *sys.argv]),
+        "command": shlex.join([sys.executable, *sys.argv]),
         "environment": environment(),
         "checkpoint": {"layers": 3, "hidden": 4096, "intermediate": 11008, "dtype": "float16",
                        "shards": len(set(weight_map.values())),
@@ -186,9 +185,9 @@ def main() -> None:
                      f"{r['peak_rss_bytes'] / mib:.0f} | {r['rss_over_baseline_bytes'] / mib:.0f} | "
                      f"{r['rss_over_baseline_per_layer']:.2f} |")
     (out_dir / "extract_bench.md").write_text("\n".join(lines) + "\n")
-    from _report import update_readme
+    from _report import update_results
 
-    update_readme("extract", "\n".join(lines[2:]))
+    update_results("extract", "\n".join(lines[2:]))
     print("\n".join(lines))
 
 

@@ -13,7 +13,7 @@
 3. Runs the engine end to end on CUDA (`fit` on the bundled BreastMNIST, resized to 224 px, a few
    steps of the paper recipe), then a 1-GPU `torchrun` DistributedDataParallel step over NCCL.
 
-Writes ``benchmarks/results/gpu/gpu_check.json`` and the README block ``results:gpu``. Without a
+Writes ``benchmarks/results/gpu/gpu_check.json`` and the ``results:gpu`` block of benchmarks/RESULTS.md. Without a
 GPU it prints one line saying it skipped and exits 0.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -190,16 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         from timm_rllm._io import atomic_write_json
         from timm_rllm.train.engine import environment
 
-        data = {"command": " ".join(["python", *sys.argv]), "environment": environment(),
+        data = {"command": shlex.join(["python", *sys.argv]), "environment": environment(),
                 "train": train_throughput(args.steps, args.batch)}
         with tempfile.TemporaryDirectory() as tmp:
             data["engine"] = engine_smoke(Path(tmp))
         data["ddp"] = ddp_smoke()
         atomic_write_json(data, path)
-    from _report import update_readme
+    from _report import update_results
 
     text = render(data)
-    update_readme("gpu", text)
+    update_results("gpu", text)
     print(text)
     return 0
 

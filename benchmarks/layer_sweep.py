@@ -1,4 +1,4 @@
-"""Which LLM layer boosts most: the layer sweeps behind the README's "Which layer" section.
+"""Which LLM layer boosts most: the layer sweeps behind the "Which layer" section of benchmarks/RESULTS.md.
 
     python benchmarks/layer_sweep.py                      # every sweep below (finished runs are skipped)
     python benchmarks/layer_sweep.py --only breastmnist
@@ -7,23 +7,21 @@
 Each sweep is exactly `timm-rllm sweep ARGS --out benchmarks/results/layers/DATASET`: one run per
 (LLM, layer) plus the plain ViT, the `mlp` control and a random block, over seeds, with one recipe
 per dataset. Every run writes its own results.json (command, versions, hardware, seed); the tables,
-findings and charts are rendered from those files only, and the README block from the tables.
+findings and charts are rendered from those files only, and the RESULTS.md block from the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
+from _report import update_results
+
+from timm_rllm.cli import main as cli
+from timm_rllm.train.layer_sweep import render
+
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-
-from _report import update_readme  # noqa: E402
-
-from timm_rllm.cli import main as cli  # noqa: E402
-from timm_rllm.train.layer_sweep import render  # noqa: E402
 
 OUT = ROOT / "results" / "layers"
 RECIPE = ["--randaug", "rand-m9-mstd0.5", "--reprob", "0.25", "--model-kwargs", '{"drop_path_rate": 0.1}',
@@ -50,10 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in SWEEPS:
         rel = f"benchmarks/results/layers/{name}"
         if (OUT / name).is_dir():
-            blocks += [f"#### {name}", "", f"![{name} layer sweep]({rel}/chart.png)", "",
+            blocks += [f"#### {name}", "", f"![{name} layer sweep](results/layers/{name}/chart.png)", "",
                        f"Command: `{shlex.join(['timm-rllm', 'sweep', *SWEEPS[name], '--out', rel])}`",
                        "", render(OUT / name)]
-    update_readme("layers", "\n".join(blocks))
+    update_results("layers", "\n".join(blocks))
     print("\n".join(blocks))
 
 

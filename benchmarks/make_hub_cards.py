@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from timm_rllm.data import MedMNISTSplit
+from timm_rllm.export import export_model, medmnist_tag
+from timm_rllm.train.engine import TrainConfig, build_model
+
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-
-
-from timm_rllm.data import MedMNISTSplit  # noqa: E402
-from timm_rllm.export import export_model, medmnist_tag  # noqa: E402
-from timm_rllm.train.engine import TrainConfig, build_model  # noqa: E402
 
 
 def main() -> None:

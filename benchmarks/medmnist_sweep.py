@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
+from _report import update_results
+
+from timm_rllm._io import atomic_write, atomic_write_json, atomic_write_text
+from timm_rllm.train import TrainConfig, fit
+from timm_rllm.train.balance import BALANCE_MODES
+from timm_rllm.train.engine import resolve_amp
+from timm_rllm.train.scoring import collapse_tally
+from timm_rllm.train.seed_stats import by_seed, mean_std, paired
+
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-
-from _report import update_readme  # noqa: E402
-
-from timm_rllm._io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
-from timm_rllm.train import TrainConfig, fit  # noqa: E402
-from timm_rllm.train.balance import BALANCE_MODES  # noqa: E402
-from timm_rllm.train.engine import resolve_amp  # noqa: E402
-from timm_rllm.train.scoring import collapse_tally  # noqa: E402
-from timm_rllm.train.seed_stats import by_seed, mean_std, paired  # noqa: E402
 
 # variant -> (timm model, extra model kwargs, TrainConfig overrides); {plain} is timm's ViT for 2D and our
 # llm-free model for 3D; {resnet} is MedMNIST v2's ResNet-18 (28) or ResNet-18 + 3D, in this harness.
@@ -186,7 +184,7 @@ def render(out: Path) -> str:
                    "for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
     atomic_write_text(out / "table.md", text)
-    update_readme(out.name, "\n".join(header[2:] + lines))
+    update_results(out.name, "\n".join(header[2:] + lines))
     atomic_write_json(summary, out / "summary.json")
     _chart(summary, {d: published(anchors, d) for d in summary}, out / "chart.png")
     return text

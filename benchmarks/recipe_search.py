@@ -23,19 +23,17 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
+from timm_rllm._io import atomic_write_json, atomic_write_text
+from timm_rllm.train import TrainConfig, fit
+from timm_rllm.train.engine import resolve_amp
+from timm_rllm.train.scoring import collapse_tally
 
-from timm_rllm._io import atomic_write_json, atomic_write_text  # noqa: E402
-from timm_rllm.train import TrainConfig, fit  # noqa: E402
-from timm_rllm.train.engine import resolve_amp  # noqa: E402
-from timm_rllm.train.scoring import collapse_tally  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 OUT = ROOT / "results" / "recipe_search"
 SEEDS = (0, 1)

@@ -19,7 +19,7 @@ Every measurement runs in a fresh process (peak memory is then that of one confi
 
 FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`; the optimizer state is summed
 from AdamW's tensors. Writes ``results/speed/speed.json`` (command, versions, hardware, every
-record) and ``speed.md``, and the README's performance block.
+record) and ``speed.md``, and the performance block of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
+
 
 LLAMA7B = dict(hidden=4096, intermediate=11008, heads=32)
 TOKENS_28 = 50  # 28 px, patch 4: 49 patches + the class token
@@ -589,7 +590,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     import transformers
-    from _report import update_readme
+    from _report import update_results
 
     from timm_rllm.train.engine import environment
 
@@ -600,7 +601,7 @@ def main(argv: list[str] | None = None) -> None:
         data = json.loads(path.read_text())
     else:
         env = dict(environment(), transformers=transformers.__version__)
-        command = " ".join([Path(sys.executable).name] + sys.argv)
+        command = shlex.join([Path(sys.executable).name, *sys.argv])
         specs = plan(args.quick, torch.cuda.is_available())
         if args.only:  # keep the other records of the file, replace these kinds
             kinds = args.only.split(",")
@@ -619,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = "`, then `".join([data["command"], *data.get("commands_since", [])])
     (out / path.with_suffix(".md").name).write_text(f"# Speed benchmark\n\n`{commands}`\n\n{text}\n")
     if not args.quick:
-        update_readme("speed", text)
+        update_results("speed", text)
     print(text)
 
 

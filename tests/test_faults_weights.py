@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from hub_server import Fault
 from huggingface_hub import constants
 
 import timm_rllm._io
@@ -23,6 +22,7 @@ from timm_rllm.cli import main as cli
 from timm_rllm.llm import BlockCache, BlockSourceError, CorruptCacheError, get_block_weights, tensor_digest
 from timm_rllm.llm.cache import CacheLockTimeout, CacheWriteError, StaleCacheError, entry_name
 from timm_rllm.llm.hub import HubAccessError
+from timm_rllm.testing import Fault
 
 _STALL = ("HubAccessError after the read timeout (HF_HUB_DOWNLOAD_TIMEOUT); nothing cached, no partial file, "
           "lock released")
@@ -33,7 +33,7 @@ _WRITE = "one-line error naming the folder and what to do; nothing half-written 
 _LAYER = "ValueError in one line, before anything is read"
 
 FAULTS = [  # (id, what happens when ..., the behaviour)
-    # the Hub (tests/hub_server.py stands in for it)
+    # the Hub (timm_rllm/testing/hub_server.py stands in for it)
     ("hub-stall-header", "the Hub stalls while sending a safetensors header (socket open, no bytes)", _STALL),
     ("hub-stall-tensor", "the Hub stalls in the middle of a tensor's bytes", _STALL),
     ("hub-stall-config", "the Hub stalls while sending config.json (through hf_hub_download)",

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_server import FakeHub
 from huggingface_hub import constants
 
 from timm_rllm.llm import BlockCache, BlockSpec, get_block_weights, load_block
 from timm_rllm.llm.hub import BlockNotCachedError, HubAccessError
+from timm_rllm.testing import FakeHub
 
 from conftest import HUB_REPO
 

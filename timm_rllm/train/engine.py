@@ -14,8 +14,8 @@ import logging
 import math
 import os
 import platform
-import random
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ import torch
 from medmnist.evaluator import getACC, getAUC
 from timm.optim import create_optimizer_v2, list_optimizers
 from timm.scheduler import create_scheduler_v2
+from timm.utils import random_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -147,12 +148,6 @@ def check_randaug(spec: str) -> None:
         rand_augment_transform(spec, {})
     except (AssertionError, ValueError, KeyError) as e:
         raise bad from e
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def cpu_model() -> str | None:
@@ -361,7 +356,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     progress = progress and main_process
     amp = AMP_DTYPES[cfg.amp]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")  # fp16 gradients underflow unscaled
-    seed_everything(cfg.seed)
+    random_seed(cfg.seed, rank)  # timm's: seed + rank, so DDP ranks draw different augmentations
     train_ds, val_ds, test_ds, in_chans = _datasets(cfg)
     task, num_classes = train_ds.task, train_ds.num_classes
     last_path = out / "last.pth"
@@ -436,46 +431,15 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             break  # the smoke's steps are done: validate and test what there is
         if world > 1:  # the DistributedSampler (the balanced sampler draws from the run's generator)
             sampler.set_epoch(epoch)
-        model.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(train_loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for step, (x, y) in enumerate(bar):
-            if cfg.max_steps and epoch * len(train_loader) + step >= cfg.max_steps:
-                break
-            x, y = x.to(device), y.to(device)
-            if mixup is not None:
-                x, target = mixup(x, y)
-            else:
-                target = y.float() if task == MULTI_LABEL else y
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                logits = model_for_step(x)
-            loss = criterion(logits.float(), target)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (run {out}): "
-                                         "lower --lr, keep --clip-grad, or try --amp none")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step_update(epoch * len(train_loader) + step + 1)
-            if ema is not None:
-                ema.update(model, step=epoch * len(train_loader) + step)
-            seen += len(x)
-            loss_sum += loss.item() * len(x)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        epoch_time = time.perf_counter() - t0
+        loss, seen, epoch_time = train_one_epoch(
+            epoch, model, model_for_step, train_loader, optimizer, criterion, cfg, device, task, scaler,
+            scheduler=scheduler, ema=ema, mixup=mixup, progress=progress, where=out)
         train_time += epoch_time
         train_images += seen
 
         eval_model = ema.module if ema is not None else model
-        val_true, val_score = predict(eval_model, val_loader, device, amp, task)
-        val = metrics(val_true, val_score, task)
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": optimizer.param_groups[0]["lr"],
+        val, val_score = validate(eval_model, val_loader, device, amp, task)
+        record = {"epoch": epoch + 1, "train_loss": loss, "lr": optimizer.param_groups[0]["lr"],
                   "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"], "epoch_time_s": epoch_time,
                   "train_images_per_s": seen / epoch_time}
         history.append(record)
@@ -514,14 +478,14 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     load_trainable(model, selected["model"], out / "best.pth")
     test, test_pred = None, {"collapsed": None, "pred_counts": None}
     if cfg.score_test:
-        test_true, test_score = predict(model, test_loader, device, amp, task)
-        test, test_pred = metrics(test_true, test_score, task), prediction_summary(test_score, task, num_classes)
+        test, test_score = validate(model, test_loader, device, amp, task)
+        test_pred = prediction_summary(test_score, task, num_classes)
     val_pred = best.get("val_pred") or {}
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     results = {
         "config": cfg.to_dict(),
-        "command": " ".join(sys.argv),
+        "command": shlex.join(sys.argv),  # quoted: it can be pasted back into a shell
         "environment": environment(),
         "llm_info": getattr(model, "llm_info", None),
         "params_total": n_params,
@@ -547,6 +511,56 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
 
         dist.destroy_process_group()
     return results
+
+
+def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Module, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, criterion: torch.nn.Module, cfg: TrainConfig,
+                    device: torch.device, task: str, scaler: torch.amp.GradScaler, *, scheduler=None, ema=None,
+                    mixup=None, progress: bool = True, where: Path | None = None) -> tuple[float, int, float]:
+    """One pass over ``loader`` (stopping at ``cfg.max_steps``); ``step_model`` is ``model`` or its DDP/compiled
+    wrapper. Returns (mean train loss, images seen, seconds)."""
+    amp = AMP_DTYPES[cfg.amp]
+    model.train()
+    t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+    bar = tqdm(loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False)
+    for step, (x, y) in enumerate(bar):
+        global_step = epoch * len(loader) + step
+        if cfg.max_steps and global_step >= cfg.max_steps:
+            break
+        x, y = x.to(device), y.to(device)
+        if mixup is not None:
+            x, target = mixup(x, y)
+        else:
+            target = y.float() if task == MULTI_LABEL else y
+        with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            logits = step_model(x)
+        loss = criterion(logits.float(), target)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (run {where}): "
+                                     "lower --lr, keep --clip-grad, or try --amp none")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step_update(global_step + 1)
+        if ema is not None:
+            ema.update(model, step=global_step)
+        seen += len(x)
+        loss_sum += loss.item() * len(x)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+    return loss_sum / seen, seen, time.perf_counter() - t0
+
+
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: torch.dtype | None,
+             task: str) -> tuple[dict[str, float], np.ndarray]:
+    """medmnist's ACC and AUC (and balanced accuracy) over ``loader``, and the scores they came from."""
+    y_true, y_score = predict(model, loader, device, amp, task)
+    return metrics(y_true, y_score, task), y_score
 
 
 def config_from_checkpoint(state: dict[str, Any], where: str | os.PathLike) -> TrainConfig:
