@@ -30,9 +30,10 @@ def main() -> None:
     runs: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(Path(args.results).glob("*/*/seed*/results.json")):
         r = json.loads(path.read_text())
-        info = r.get("llm_info") or {}
-        if info.get("llm") and not info.get("random_weights"):  # a random block is a control, never published
-            runs.setdefault((path.parts[-4], path.parts[-3]), []).append(r)
+        info, variant = r.get("llm_info") or {}, path.parts[-3]
+        # controls (a random block; mlp and linear, which skip the block) are never published
+        if info.get("llm") and not info.get("random_weights") and variant not in ("mlp", "linear"):
+            runs.setdefault((path.parts[-4], variant), []).append(r)
     for (_, variant), results in runs.items():
         best = max(results, key=lambda r: (r["val"]["auc"], r["val"]["acc"]))
         cfg = TrainConfig(**best["config"])

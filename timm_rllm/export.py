@@ -205,8 +205,8 @@ model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).
     return front + body
 
 
-DATA_DIR_NOTE = ("\n`$MEDMNIST_DIR`: a folder holding the MedMNIST `.npz` files (`python -c \"import medmnist; "
-                 "medmnist.BreastMNIST(split='test', download=True, root='DIR')\"` fetches one from Zenodo).\n")
+DATA_DIR_NOTE = ("\n`$MEDMNIST_DIR`: a folder for the MedMNIST `.npz` files; a missing one is downloaded there from "
+                 "Zenodo (through the `medmnist` package) on first use.\n")
 
 
 def portable_command(command: str) -> str:
