@@ -39,6 +39,7 @@ from ..layers.sdpa import SDPA_CHOICES, sdpa_context
 from ..models._booster import block_tensors
 from .balance import BALANCE_MODES, balanced_sampler, build_criterion
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .coherence import gradient_coherence, probe_batch
 from .scoring import balanced_accuracy, prediction_summary
 
 _logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class TrainConfig:
     select_on: str = "auc"  # validation metric that picks the epoch: auc or acc
     balance: str = "none"  # class imbalance: none, weighted-loss, sampler (see train/balance.py)
     score_test: bool = True  # False: the test split is never loaded nor scored (recipe search)
+    # every N epochs, log the mean pairwise cosine of per-sample gradients of the last ViT block on a fixed probe
+    # (the first 32 validation images): Bai et al.'s gradient coherence (0: off; it changes no trained number)
+    grad_coherence: int = 0
 
     def __post_init__(self) -> None:
         """Every bad value fails here, before any work starts, in one line."""
@@ -113,6 +117,7 @@ class TrainConfig:
             (self.select_on in SELECT_ON, f"--select-on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"),
             (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
+            (self.grad_coherence >= 0, f"--grad-coherence must not be negative, got {self.grad_coherence}"),
             (self.opt in list_optimizers(), f"--opt {self.opt!r} is not a timm optimizer (e.g. adamw, adam, sgd)"),
             (self.sched in SCHEDULES, f"--sched must be one of {', '.join(SCHEDULES)}, got {self.sched!r}"),
             (isinstance(self.model_kwargs, dict), "--model-kwargs must be a JSON object, e.g. '{\"llm_layer\": -2}'"),
@@ -127,6 +132,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def same_as(self, recorded: dict[str, Any]) -> bool:
+        """Whether a recorded config describes this run; fields added since it was written count as their
+        defaults (the run had that behaviour), so older finished runs and checkpoints keep resuming."""
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        return isinstance(recorded, dict) and {**defaults, **recorded} == self.to_dict()
 
 
 AMP_MODES = ("bf16", "fp16", "none")
@@ -331,7 +343,7 @@ def finished_results(out: str | os.PathLike, cfg: TrainConfig) -> dict[str, Any]
         done = json.loads((Path(out) / "results.json").read_text())
     except (OSError, ValueError):
         return None
-    return done if done.get("config") == cfg.to_dict() else None
+    return done if cfg.same_as(done.get("config")) else None
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -411,7 +423,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
     start_epoch, best, history, train_time, train_images = 0, None, [], 0.0, 0
     if resuming:
         state = load_checkpoint(last_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
-        if state["config"] != cfg.to_dict():
+        if not cfg.same_as(state["config"]):
             raise ValueError(f"{last_path} was written by another configuration; use another --out or --no-resume")
         load_trainable(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
@@ -423,6 +435,7 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         train_time, train_images = state["train_time"], state["train_images"]
         set_rng_state(state["rng"], gen)
 
+    coherence_probe = probe_batch(val_ds) if cfg.grad_coherence else None
     log_path = out / "log.jsonl"
     if main_process:  # the log holds exactly the finished epochs (an interrupted epoch may have logged nothing)
         atomic_write_text(log_path, "".join(json.dumps(record) + "\n" for record in history))
@@ -442,6 +455,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": optimizer.param_groups[0]["lr"],
                   "val_acc": val["acc"], "val_auc": val["auc"], "val_bacc": val["bacc"], "epoch_time_s": epoch_time,
                   "train_images_per_s": seen / epoch_time}
+        if cfg.grad_coherence and (epoch + 1) % cfg.grad_coherence == 0:
+            record["grad_coherence"] = gradient_coherence(model, coherence_probe, task, device)
         history.append(record)
         key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
         if best is None or key > tuple(best["key"]):
