@@ -60,7 +60,7 @@ def run_config(args: argparse.Namespace, dataset: str, variant: str, seed: int) 
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, hflip=args.hflip,
         randaug=args.randaug or None, reprob=args.reprob, mixup=args.mixup, cutmix=args.cutmix,
-        amp=resolve_amp(args.amp), balance=args.balance, seed=seed,
+        amp=resolve_amp(args.amp), balance=args.balance, seed=seed, grad_coherence=args.grad_coherence,
     )
     cfg = {**cfg, **overrides}
     if cfg["amp"] == "none" and "_rllm_" in cfg["model"]:
@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="auto: bf16 where the hardware runs it natively, else none (fp32)")
     p.add_argument("--balance", default="none", choices=BALANCE_MODES,
                    help="class imbalance: class-weighted loss or a balanced sampler (timm_rllm.train.balance)")
+    p.add_argument("--grad-coherence", type=int, default=0,
+                   help="every N epochs, log gradient coherence (timm_rllm.train.coherence); changes no number")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -405,6 +406,30 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (a caller may swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(debug: bool = False) -> None:
+    """The library logs through ``logging.getLogger("timm_rllm....")``; the CLI shows its messages on stderr
+    (INFO and up; with --debug, DEBUG with logger names). Other libraries' logging is left alone."""
+    log = logging.getLogger("timm_rllm")
+    handler = next((h for h in log.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        log.addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -416,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    configure_logging(debug)
     try:
         return args.func(args)
     except (*USER_ERRORS, ImportError, KeyboardInterrupt) as e:

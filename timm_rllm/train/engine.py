@@ -469,8 +469,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         if progress:
-            print(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
-                  f"auc {val['auc']:.4f} bacc {val['bacc']:.4f} ({epoch_time:.1f}s)", file=sys.stderr)
+            _logger.info(f"  epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} val acc {val['acc']:.4f} "
+                         f"auc {val['auc']:.4f} bacc {val['bacc']:.4f} ({epoch_time:.1f}s)")
         if not main_process:
             continue
         save_checkpoint({

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from ..llm.presets import get_preset
 from .engine import TrainConfig, fit
 from .scoring import collapse_tally
 from .seed_stats import by_seed, mean_std, paired
+
+_logger = logging.getLogger(__name__)
 
 
 def resolve_layer_spec(spec: str, num_layers: int) -> int | list[int]:
@@ -76,8 +79,7 @@ def run_sweep(base: TrainConfig, out: str | Path, llms: list[str], layers: list[
         r = fit(cfg, out / name, resume=True, progress=False)
         if progress:
             scores = r["test"] or r["val"]  # with --no-score-test, the validation split's
-            print(f"{name}: {'test' if r['test'] else 'val'} ACC {scores['acc']:.4f} AUC {scores['auc']:.4f}",
-                  flush=True)
+            _logger.info(f"{name}: {'test' if r['test'] else 'val'} ACC {scores['acc']:.4f} AUC {scores['auc']:.4f}")
     return render(out)
 
 
