@@ -9,6 +9,7 @@ timm's functions cannot feed; tests/test_models_3d.py re-expresses the same chec
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -37,7 +38,11 @@ CHECKS = {
 
 
 @pytest.fixture(scope="module")
-def timm_tests():
+def timm_tests(pytestconfig):
+    # timm's own pytest config registers the markers its tests use; we run under --strict-markers without it
+    source = (TIMM_TESTS / "test_models.py").read_text()
+    for marker in sorted(set(re.findall(r"pytest\.mark\.(\w+)", source))):
+        pytestconfig.addinivalue_line("markers", f"{marker}: a marker of timm's own test suite")
     sys.path.insert(0, str(TIMM_TESTS))
     spec = importlib.util.spec_from_file_location("timm_test_models", TIMM_TESTS / "test_models.py")
     module = importlib.util.module_from_spec(spec)
