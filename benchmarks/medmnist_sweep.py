@@ -247,7 +247,7 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="breastmnist")
     p.add_argument("--variants", default="plain,mlp,rllm,resnet", help=f"comma-separated, of: {', '.join(VARIANTS)}")
@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grad-coherence", type=int, default=0,
                    help="every N epochs, log gradient coherence (timm_rllm.train.coherence); changes no number")
     p.add_argument("--render-only", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     out = Path(args.out)
     if not args.render_only:

@@ -289,12 +289,9 @@ def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
 
 def test_medmnist_sweep_configs():
     sweep = _benchmark("medmnist_sweep")
-    import argparse
-
-    args = argparse.Namespace(size="tiny", backbone="vit", llm="smollm2", img_size=28, data_dir=None, shift=0,
-                              patch_size=4, drop_path=0.1, epochs=1, batch_size=8, lr=1e-3, weight_decay=0.05,
-                              warmup_epochs=0, label_smoothing=0.1, hflip=0.5, randaug="", reprob=0.0, mixup=0.0,
-                              cutmix=0.0, amp="bf16", balance="sampler")
+    args = sweep.build_parser().parse_args(["--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--warmup-epochs",
+                                            "0", "--randaug", "", "--reprob", "0", "--amp", "bf16", "--balance",
+                                            "sampler"])
     resnet = sweep.run_config(args, "breastmnist", "resnet", 0)
     assert resnet.model == "resnet18_medmnist" and resnet.balance == "sampler"
     assert resnet.model_kwargs == {"drop_path_rate": 0.0}
