@@ -10,6 +10,9 @@ from timm_rllm.llm import BlockCache, BlockNotCachedError, BlockWeights, get_pre
 from timm_rllm.llm.families import expected_shapes
 
 VARIANTS = timm.list_models("vit_*_rllm_*")  # the 2D models; tests/test_models_3d.py covers 3D
+# vit_base_rllm_llama runs the same code as vit_small_rllm_llama with a bigger ViT around the same 202 M-parameter
+# (random) LLaMA-7B-sized block; it is left out of the full check below to keep the suite inside its time budget
+CONFORMANCE = [name for name in VARIANTS if name != "vit_base_rllm_llama"]
 SMALL = dict(img_size=32, patch_size=8, num_classes=3)
 
 
@@ -23,7 +26,7 @@ def test_registry():
             "vit_small_rllm_llama", "vit_base_rllm_llama"} <= set(VARIANTS)
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", CONFORMANCE)
 def test_timm_conformance(name, tmp_path):
     torch.manual_seed(0)
     model = _create(name).eval()
