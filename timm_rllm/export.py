@@ -150,6 +150,7 @@ model-index:
                     if results.get("llm_block_params") else "")
     collapsed = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
                  "majority-class rate.\n" if results.get("collapsed") else "")
+    command = portable_command(results["command"])
     body = f"""
 # {name}
 
@@ -191,9 +192,9 @@ model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).
 ## Reproduce
 
 ```bash
-{portable_command(results['command'])}
+{command}
 ```
-{DATA_DIR_NOTE if "$MEDMNIST_DIR" in portable_command(results['command']) else ""}
+{DATA_DIR_NOTE if "$MEDMNIST_DIR" in command else ""}
 ## Limitations
 
 - MedMNIST {"volumes" if unit == "voxels" else "images"} are small ({size} here); this is a research benchmark

@@ -551,8 +551,9 @@ def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Mod
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = step_model(x)
         loss = criterion(logits.float(), target)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (run {where}): "
+        loss_value = loss.item()  # one device sync per step, for the check and the running mean
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, step {step + 1} (run {where}): "
                                      "lower --lr, keep --clip-grad, or try --amp none")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -566,7 +567,7 @@ def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Mod
         if ema is not None:
             ema.update(model, step=global_step)
         seen += len(x)
-        loss_sum += loss.item() * len(x)
+        loss_sum += loss_value * len(x)
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
     return loss_sum / seen, seen, time.perf_counter() - t0
 
