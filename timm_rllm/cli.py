@@ -289,6 +289,26 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rank_layers(args: argparse.Namespace) -> int:
+    from .rank_layers import last_block_tokens, probe_images, rank_layers, spearman_against, sweep_val_auc
+    from .train.engine import eval_split, restore_run
+
+    model, cfg, _ = restore_run(args.checkpoint, args.data_dir)
+    tokens = last_block_tokens(model, probe_images(eval_split(cfg, "val"), args.probe))
+    layers = [int(i) for i in args.layers.split(",")] if args.layers else None
+    scores = rank_layers(tokens, args.llm, layers, source=args.llm_source)
+    print(f"{args.llm} layers by similarity to the last ViT block of {args.checkpoint} ({len(tokens)} validation "
+          "images; linear CKA, higher first):")
+    for rank, s in enumerate(scores, 1):
+        print(f"  {rank:2d}. layer {s.layer:3d}  CKA {s.score:.4f}")
+    if args.sweep:
+        summary = Path(args.sweep) / "summary.json" if Path(args.sweep).is_dir() else Path(args.sweep)
+        corr = spearman_against(scores, sweep_val_auc(json.loads(summary.read_text()), args.llm))
+        print(f"Spearman rho between the score and the sweep's validation AUC over {corr['n_layers']} layers "
+              f"{corr['layers']}: {corr['rho']:+.3f} (p = {corr['p_value']:.3f})")
+    return 0
+
+
 def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     """The CLI; ``recipe`` (from --config) gives `train` and `sweep` their defaults."""
     parser = argparse.ArgumentParser(prog="timm-rllm", description=__doc__)
@@ -354,6 +374,19 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--out", default="maps.png")
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("rank-layers", help="rank an LLM's layers by similarity to a trained ViT's last block "
+                       "(choose the block without a sweep)")
+    p.add_argument("--checkpoint", required=True, help="a run folder written by `timm-rllm train` (e.g. a plain "
+                   "ViT), or its best.pth")
+    p.add_argument("--llm", default="smollm2", help="an LLM preset: smollm2, gemma3, llama")
+    p.add_argument("--llm-source", default=None, help="another source of the preset's blocks (as `extract`)")
+    p.add_argument("--layers", default=None, help="comma-separated layer indices (default: all)")
+    p.add_argument("--probe", type=int, default=64, help="validation images to compare on")
+    p.add_argument("--sweep", default=None, help="a layer sweep's folder or summary.json: print the Spearman "
+                   "correlation between the score and its validation AUC")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=_cmd_rank_layers)
 
     p = sub.add_parser("export", help="a Hub-ready folder (config.json, model.safetensors, model card) from a run")
     p.add_argument("run", help="a run folder written by `timm-rllm train` (best.pth + results.json)")

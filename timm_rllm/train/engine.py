@@ -634,17 +634,20 @@ def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any
     return model, results
 
 
+def eval_split(cfg: TrainConfig, split: str) -> MedMNISTSplit:
+    """One split of a run's dataset with its evaluation transform (no augmentation)."""
+    ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
+    in_chans = cfg.in_chans or ds.in_chans
+    ds.transform = Transform3d(in_chans, train=False) if ds.is_3d else \
+        transforms_2d(cfg.img_size, cfg.size, ds.in_chans, in_chans, False, cfg.resize)
+    return ds
+
+
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None,
                         device: str = "auto") -> dict[str, Any]:
     """Rebuild the model a checkpoint (or run folder) was trained as, load it, and score one split."""
     model, cfg, _ = restore_run(path, data_dir)
-    probe = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
-    in_chans = cfg.in_chans or probe.in_chans
-    if probe.is_3d:
-        tf = Transform3d(in_chans, train=False)
-    else:
-        tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
-    ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
+    ds = eval_split(cfg, split)
     cfg.device = device  # where to score now, not where it was trained
     device = resolve_device(cfg)
     amp = AMP_DTYPES[cfg.amp]
