@@ -26,9 +26,8 @@ from timm_rllm.train.engine import environment
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "coherence"
 TWINS = ROOT / "results" / "medmnist2d"
-# the main benchmark's recipe (README / RESULTS.md command), unchanged
-RECIPE = ["--datasets", "breastmnist", "--epochs", "30", "--randaug", "", "--reprob", "0", "--balance",
-          "weighted-loss"]
+# the main benchmark's recipe, unchanged
+RECIPE = ["--config", str(ROOT / "recipes" / "medmnist2d_breast.yaml")]
 VOLATILE = ("epoch_time_s", "train_images_per_s", "grad_coherence")  # wall-clock, and the measurement itself
 
 

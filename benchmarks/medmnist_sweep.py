@@ -1,6 +1,7 @@
 """MedMNIST sweep: variants x datasets x seeds with one shared recipe, then a table and a chart.
 
     python benchmarks/medmnist_sweep.py --datasets breastmnist --seeds 0,1,2 --epochs 30
+    python benchmarks/medmnist_sweep.py --config benchmarks/recipes/medmnist2d_breast.yaml --variants aux
 
 Each run writes ``OUT/DATASET/VARIANT/seedN/results.json`` (command, versions, hardware, seed,
 validation-selected metrics, the test split scored once); finished runs are skipped and an
@@ -257,6 +258,8 @@ def _chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="a YAML recipe (benchmarks/recipes/medmnist2d_breast.yaml): its "
+                   "keys are these options; flags override them")
     p.add_argument("--datasets", default="breastmnist")
     p.add_argument("--variants", default="plain,mlp,rllm,resnet", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default="0,1,2")
@@ -290,9 +293,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def load_sweep_recipe(p: argparse.ArgumentParser, path: str) -> None:
+    """A YAML file under benchmarks/recipes/ whose keys are this script's options (``datasets``, ``variants``,
+    ``epochs``, ``randaug`` ...): they become the defaults, and flags on the command line override them."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        p.error(f"cannot read the recipe {path}: {' '.join(str(e).split())}")
+    if not isinstance(recipe, dict):
+        p.error(f"the recipe {path} must be a YAML mapping of option names to values")
+    recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
+    known = {a.dest for a in p._actions} - {"help", "config", "render_only"}
+    if unknown := sorted(set(recipe) - known):
+        p.error(f"the recipe {path} has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    lists = {"datasets", "variants", "seeds"}  # comma-separated on the command line, YAML lists in a file
+    p.set_defaults(**{k: ",".join(map(str, v)) if k in lists and isinstance(v, list) else v
+                      for k, v in recipe.items()})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The options, with a ``--config`` YAML recipe's values as defaults."""
     p = build_parser()
-    args = p.parse_args(argv)
+    known, _ = p.parse_known_args(argv)
+    if known.config:
+        load_sweep_recipe(p, known.config)
+    return p, p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p, args = parse_args(argv)
     out = Path(args.out)
     if not args.render_only:
         for dataset in args.datasets.split(","):

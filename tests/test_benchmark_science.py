@@ -382,3 +382,20 @@ def test_recipe_search_end_to_end_never_touches_test(tmp_path, monkeypatch):
     search.main(["--dataset", "breastmnist", "--out", str(out), "--seeds", "0", "--render-only"])
     record = json.loads((out / "breastmnist" / "search.json").read_text())
     assert set(record["candidates"]) == {"two"} and record["stale_runs"] == ["one/seed0"]
+
+
+@pytest.mark.parametrize("variant", ["plain", "rllm", "mlp", "resnet", "random"])
+def test_the_recipe_file_is_what_ran_the_committed_benchmark(variant):
+    """benchmarks/recipes/medmnist2d_breast.yaml gives exactly the configs recorded by the committed runs."""
+    from pathlib import Path
+
+    sweep = _benchmark("medmnist_sweep")
+    root = Path(__file__).resolve().parents[1]
+    recorded = json.loads((root / f"benchmarks/results/medmnist2d/breastmnist/{variant}/seed3/results.json")
+                          .read_text())["config"]
+    _, args = sweep.parse_args(["--config", str(root / "benchmarks/recipes/medmnist2d_breast.yaml"), "--amp", "none"])
+    assert sweep.run_config(args, "breastmnist", variant, 3).same_as(recorded)
+    assert args.variants.split(",") == ["plain", "rllm", "mlp", "resnet", "random"] and args.seeds == "0,1,2,3,4"
+    with pytest.raises(SystemExit):
+        bad = root / "benchmarks/recipes/paper_vit_s.yaml"  # a `train` recipe: keys this script does not take
+        sweep.parse_args(["--config", str(bad)])
