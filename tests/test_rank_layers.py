@@ -68,4 +68,5 @@ def test_cli_ranks_real_layers_of_a_trained_run(tmp_path, capsys):
     assert cli(["rank-layers", "--checkpoint", str(tmp_path / "run"), "--layers=-3,-2,-1", "--probe", "8",
                 "--sweep", str(tmp_path / "summary.json")]) == 0
     out = capsys.readouterr().out
-    assert len(re.findall(r"layer +\d+ +CKA", out)) == 3 and "Spearman rho" in out and "over 3 layers [27, 28, 29]" in out
+    assert len(re.findall(r"layer +\d+ +CKA", out)) == 3
+    assert "Spearman rho" in out and "over 3 layers [27, 28, 29]" in out

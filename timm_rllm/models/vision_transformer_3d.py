@@ -25,7 +25,7 @@ from torch import nn
 from ..layers.booster import Booster
 from ..llm.presets import get_preset
 from ._booster import create_booster, ignore_block_in_ddp, place_booster
-from .vision_transformer_rllm import RllmVisionTransformer, fill_booster_state
+from .vision_transformer_rllm import RllmVisionTransformer, check_aux_weight, fill_booster_state, new_head
 
 __all__ = ["volume_size", "PatchEmbed3d", "RllmVisionTransformer3D", "RllmViViT"]
 
@@ -161,6 +161,7 @@ class RllmViViT(nn.Module):
         drop_path_rate: float = 0.0,
         llm: str | None = "smollm2",
         residual: str = "inner",
+        aux_weight: float | None = None,
         booster_after_norm: bool = True,
         device=None,
         dtype=None,
@@ -168,9 +169,6 @@ class RllmViViT(nn.Module):
     ) -> None:
         super().__init__()
         _check_pool(global_pool)
-        if residual == "aux" and llm is not None:
-            raise ValueError("residual='aux' (train with the block, deploy without) is built for the ViT and ViT3D "
-                             "models, not ViViT yet: use vit3d_*_rllm_* for volumes, or another residual mode")
         dd = dict(device=device, dtype=dtype)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -199,10 +197,16 @@ class RllmViViT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        # residual="aux": the booster feeds a second head in training only (as in RllmVisionTransformer)
+        self.aux_weight = check_aux_weight(residual if llm else None, aux_weight)
+        if self.aux_weight is not None:
+            self.head_aux = new_head(embed_dim, num_classes).to(self.temporal_pos)
+            self.aux_training = True
+            self.llm_info["aux_weight"] = self.aux_weight
         # features: the temporal tokens after each temporal block, then after the booster
         self.feature_info = [dict(module=f"temporal_blocks.{i}", num_chs=embed_dim, reduction=patch_size)
                              for i in range(temporal_depth)]
-        if isinstance(self.booster, Booster):
+        if self._boosts():
             self.feature_info.append(dict(module="booster", num_chs=embed_dim, reduction=patch_size))
         self._init_weights()  # the booster keeps its own init (its adapters) and the LLM weights
 
@@ -244,6 +248,8 @@ class RllmViViT(nn.Module):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if getattr(self, "head_aux", None) is not None:
+            self.head_aux = new_head(self.embed_dim, num_classes).to(self.temporal_pos)
 
     def _run(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -261,8 +267,12 @@ class RllmViViT(nn.Module):
         x = self._run(self.spatial_blocks, x)[:, 0].reshape(B, frames, self.embed_dim)
         return torch.cat([self.temporal_cls.expand(B, -1, -1), x], dim=1) + self.temporal_pos
 
+    def _boosts(self) -> bool:
+        """Whether the booster is a stage of the model's own path (not with no LLM, nor on the aux side branch)."""
+        return isinstance(self.booster, Booster) and self.aux_weight is None
+
     def _stages(self) -> list[nn.Module]:
-        return [*self.temporal_blocks, *([self.booster] if isinstance(self.booster, Booster) else [])]
+        return [*self.temporal_blocks, *([self.booster] if self._boosts() else [])]
 
     def _boost(self, x: torch.Tensor) -> torch.Tensor:
         """The booster stage (after the temporal norm with ``booster_after_norm``)."""
@@ -271,10 +281,11 @@ class RllmViViT(nn.Module):
         return checkpoint(self.booster, x) if use_checkpoint else self.booster(x)
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.booster_after_norm else self.norm(x)
+        return x if self.booster_after_norm and self._boosts() else self.norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._final_norm(self._boost(self._run(self.temporal_blocks, self._temporal_tokens(x))))
+        x = self._run(self.temporal_blocks, self._temporal_tokens(x))
+        return self._final_norm(self._boost(x) if self._boosts() else x)
 
     def forward_intermediates(
         self,
@@ -329,8 +340,16 @@ class RllmViViT(nn.Module):
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """With ``residual="aux"``, in training: ``(logits, aux_logits)`` (see `RllmVisionTransformer.forward`);
+        the aux branch places the booster as the model would (``booster_after_norm``)."""
+        if self.aux_weight is None or not (self.training and self.aux_training) or torch.jit.is_scripting():
+            return self.forward_head(self.forward_features(x))
+        z = self._run(self.temporal_blocks, self._temporal_tokens(x))
+        aux = self._boost(z) if self.booster_after_norm else self.norm(self._boost(z))
+        return self.forward_head(self.norm(z)), self.head_aux(self.forward_head(aux, pre_logits=True))
+
+    set_aux_training = RllmVisionTransformer.set_aux_training
 
 
 def _cfg3d(llm: str | None = None) -> dict[str, Any]:
