@@ -279,7 +279,10 @@ class BlockCache:
                 f"{entry.path.name}`) and it is extracted again on next use."
             )
         try:
-            tensors = load_file(entry.path)
+            # on the CPU whatever device the caller builds under (create_model(device="meta") sets a default
+            # device, and older safetensors create their tensors through it): the digest needs the bytes
+            with torch.device("cpu"):
+                tensors = load_file(entry.path)
         except (SafetensorError, OSError) as e:
             raise CorruptCacheError(self._corrupt_message(entry.path, f"unreadable ({e})")) from e
         try:
