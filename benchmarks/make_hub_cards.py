@@ -17,6 +17,7 @@ from pathlib import Path
 
 from timm_rllm.data import MedMNISTSplit
 from timm_rllm.export import export_model, medmnist_tag
+from timm_rllm.models.vision_transformer_rllm import plain_architecture
 from timm_rllm.train.engine import TrainConfig, build_model
 
 ROOT = Path(__file__).resolve().parent
@@ -40,8 +41,11 @@ def main() -> None:
         probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
         model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)
         tag = medmnist_tag(cfg.dataset, cfg.size)
-        name = f"{cfg.model}.{tag}" + ("" if variant == "rllm" or variant == "gemma3" else f"_{variant}")
-        out = export_model(model, Path(args.out) / name, best, tag=tag, weights=False)
+        if variant == "aux":  # deployed without the block: timm's own ViT, named after what trained it
+            model_name, tag = plain_architecture(cfg.model), f"{tag}_rllm_aux"
+        else:
+            model_name, tag = cfg.model, tag + ("" if variant in ("rllm", "gemma3") else f"_{variant}")
+        out = export_model(model, Path(args.out) / f"{model_name}.{tag}", best, tag=tag, weights=False)
         print(f"{out}: seed {cfg.seed} (val AUC {best['val']['auc']:.4f}), test ACC {best['test']['acc']:.4f} "
               f"AUC {best['test']['auc']:.4f}")
 

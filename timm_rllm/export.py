@@ -130,7 +130,7 @@ def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | N
     base_model = LLM_BASE_MODELS.get(rl.get("llm") or "")
     dataset = cfg["dataset"]
     test, val = results["test"], results["val"]
-    name = repo_id or f"{arch}.{medmnist_tag(dataset, cfg['size'])}"
+    name = repo_id or f"{arch}.{config.get('pretrained_cfg', {}).get('tag') or medmnist_tag(dataset, cfg['size'])}"
     env = results["environment"]
     unit = "voxels" if dataset.endswith("3d") else "px"
     size, img_size = (f"{cfg[k]}{'³' if unit == 'voxels' else ''} {unit}" for k in ("size", "img_size"))
