@@ -57,7 +57,7 @@ class RllmVisionTransformer(VisionTransformer):
         # residual="aux": the booster feeds a second head in training only (train with the block, deploy without)
         self.aux_weight = check_aux_weight(residual if llm else None, aux_weight)
         if self.aux_weight is not None:
-            self.head_aux = new_head(self.embed_dim, self.num_classes)
+            self.head_aux = new_head(self.embed_dim, self.num_classes).to(self.patch_embed.proj.weight)
             self.aux_training = True  # the training forward returns (logits, aux_logits); see forward()
             self.llm_info["aux_weight"] = self.aux_weight
         if isinstance(self.booster, Booster):
