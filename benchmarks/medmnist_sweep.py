@@ -148,7 +148,8 @@ def render(out: Path) -> str:
             pm = {m: _pm(list(v.values())) for m, v in values.items()}
             lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
                          f"{pm['auc']} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | {epochs} |")
-            differs = {k: v for k, v in runs[0]["config"].items() if k not in SKIP and recipe.get(k) != v}
+            differs = {k: v for k, v in runs[0]["config"].items()  # a field newer than a run: it ran the default
+                       if k not in SKIP and recipe.get(k, TrainConfig.defaults().get(k)) != v}
             if differs:
                 notes.append(f"- {dataset}, {variant}: differs from the recipe in {json.dumps(differs)}")
             acc, auc = mean_std(list(values["acc"].values())), mean_std(list(values["auc"].values()))

@@ -136,9 +136,13 @@ class TrainConfig:
     def same_as(self, recorded: dict[str, Any]) -> bool:
         """Whether a recorded config describes this run; fields added since it was written count as their
         defaults (the run had that behaviour), so older finished runs and checkpoints keep resuming."""
-        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(self)}
-        return isinstance(recorded, dict) and {**defaults, **recorded} == self.to_dict()
+        return isinstance(recorded, dict) and {**self.defaults(), **recorded} == self.to_dict()
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default (what a recorded config that lacks the field ran with)."""
+        return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}
 
 
 AMP_MODES = ("bf16", "fp16", "none")
