@@ -46,6 +46,10 @@ def measure() -> list[dict]:
     return rows
 
 
+def verdict(d) -> str:
+    return "no evidence of a difference" if not d.excludes_zero else ("higher" if d.delta > 0 else "lower")
+
+
 def render(rows: list[dict]) -> tuple[str, dict]:
     by = {}
     for row in rows:
@@ -62,7 +66,7 @@ def render(rows: list[dict]) -> tuple[str, dict]:
                           "vs_plain": {"delta": d.delta, "ci95": [d.low, d.high], "reading": d.reading} if d else None}
         model = next(iter(seeds.values()))["model"]
         lines.append(f"| {variant} ({model}) | {len(values)} | {m:.4f} ± {sd:.4f} | "
-                     f"{f'{d.delta:+.4f} ({d.ci})' if d else ''} |")
+                     f"{f'{d.delta:+.4f} ({d.low:+.4f}..{d.high:+.4f}), {verdict(d)}' if d else ''} |")
     vit = [r for r in rows if r["variant"] != "resnet"]  # another architecture, another scale of coherence
     rho, p = spearmanr([r["coherence"] for r in vit], [r["test_auc"] for r in vit])
     stats["spearman_coherence_vs_test_auc_vits"] = {"rho": float(rho), "p_value": float(p), "n_runs": len(vit)}
@@ -89,13 +93,20 @@ def chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    rows = measure()
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--render-only", action="store_true", help="re-render final.json's measurements")
+    args = p.parse_args(argv)
+    previous = json.loads((OUT / "final.json").read_text()) if args.render_only else None
+    rows = previous["runs"] if previous else measure()
     if not rows:
         sys.exit(f"no finished runs with last.pth under {RUNS}: run medmnist_sweep.py first")
     table, stats = render(rows)
-    command = shlex.join(["python", *sys.argv])
-    atomic_write_json({"command": command, "environment": environment(), "runs": rows, "stats": stats},
+    command = previous["command"] if previous else shlex.join(["python", *sys.argv])  # what measured them
+    environment_ = previous["environment"] if previous else environment()
+    atomic_write_json({"command": command, "environment": environment_, "runs": rows, "stats": stats},
                       OUT / "final.json")
     chart(rows, OUT / "final.png")
     atomic_write_text(OUT / "final.md", f"# Gradient coherence at the last epoch\n\n`{command}`\n\n{table}\n")
