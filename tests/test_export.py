@@ -53,6 +53,7 @@ def test_portable_command():
     assert portable_command("timm-rllm train --data-dir=/data/m --seed 1") == \
         "timm-rllm train --data-dir=$MEDMNIST_DIR --seed 1"
     assert portable_command("timm-rllm train --data-dir data/m") == "timm-rllm train --data-dir data/m"  # inside
+    assert portable_command("benchmarks/medmnist_sweep.py --seeds 0") == "python benchmarks/medmnist_sweep.py --seeds 0"
 
 
 def _logits(model):

@@ -177,13 +177,16 @@ model-index:
     collapsed = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
                  "majority-class rate.\n" if results.get("collapsed") else "")
     command = portable_command(results["command"])
+    method = ("(trained with an auxiliary branch through a frozen LLM decoder layer, as Bai et al., AAAI 2025, "
+              "propose; the branch is not part of this model)" if trained_with else
+              "(R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT; Lai et al., arXiv 2403.17343)")
     usage_import = ("import timm_rllm  # registers the architectures; re-attaches the LLM block from its cache\n"
                     if rl.get("llm") or not is_timm_model(arch) else "")
     body = f"""
 # {name}
 
 A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
-(R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT; Lai et al., arXiv 2403.17343).
+{method}.
 
 ## Model details
 
@@ -244,6 +247,8 @@ def portable_command(command: str) -> str:
     first, _, rest = command.partition(" ")
     if os.path.isabs(first):
         command = f"{os.path.basename(first)} {rest}".rstrip()
+    if first.endswith(".py"):  # sys.argv of a script holds no interpreter
+        command = f"python {command}"
 
     def data_dir(m: re.Match) -> str:
         path = m.group(2)
