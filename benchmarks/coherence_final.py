@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 
 from timm_rllm._io import atomic_write, atomic_write_json, atomic_write_text
 from timm_rllm.train.coherence import gradient_coherence, probe_batch
-from timm_rllm.train.engine import environment, eval_split, restore_run
+from timm_rllm.train.engine import environment, restore_run, split_dataset
 from timm_rllm.train.seed_stats import mean_std, paired
 
 ROOT = Path(__file__).resolve().parent
@@ -38,7 +38,7 @@ def measure() -> list[dict]:
             continue  # finished runs only
         results = json.loads((path.parent / "results.json").read_text())
         model, cfg, _ = restore_run(path)
-        ds = eval_split(cfg, "val")
+        ds = split_dataset(cfg, "val")
         value = gradient_coherence(model, probe_batch(ds), ds.task, torch.device("cpu"))
         rows.append({"variant": path.parts[-3], "seed": cfg.seed, "model": cfg.model, "epoch": cfg.epochs,
                      "coherence": value, "test_auc": results["test"]["auc"], "test_acc": results["test"]["acc"]})

@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.rank_layers import last_block_tokens, probe_images, rank_layers, spearman_against, sweep_val_auc
-from timm_rllm.train.engine import environment, eval_split, restore_run
+from timm_rllm.train.engine import environment, restore_run, split_dataset
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "results" / "medmnist2d" / "breastmnist" / "plain"
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"{run / 'best.pth'} is missing: run benchmarks/medmnist_sweep.py for the plain ViT first")
         model, cfg, _ = restore_run(run)
         t0 = time.perf_counter()
-        tokens = last_block_tokens(model, probe_images(eval_split(cfg, "val"), args.probe))
+        tokens = last_block_tokens(model, probe_images(split_dataset(cfg, "val"), args.probe))
         scores = rank_layers(tokens, args.llm, progress=False)
         seconds = time.perf_counter() - t0
         rows.append({"seed": seed, "run": str(run.relative_to(ROOT)), "seconds": seconds,

@@ -265,10 +265,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from .data import MedMNISTSplit
-    from .data.transforms import transforms_2d
     from .explain import compare_figure
-    from .train.engine import restore_run
+    from .train.engine import restore_run, split_dataset
 
     models, cfg = {}, None
     for run in [args.checkpoint] + ([args.compare] if args.compare else []):
@@ -278,11 +276,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     dataset = args.dataset or cfg.dataset
     if dataset != cfg.dataset:
         raise ValueError(f"{args.checkpoint} was trained on {cfg.dataset}, not {dataset}")
-    probe = MedMNISTSplit(dataset, args.split, cfg.size, args.data_dir or cfg.data_dir)
+    probe = split_dataset(cfg, args.split)  # restore_run put --data-dir into cfg
     if probe.is_3d:
         raise ValueError("explain draws 2D maps; 3D models are not supported yet")
-    in_chans = cfg.in_chans or probe.in_chans
-    probe.transform = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, False, cfg.resize)
     images, labels = next(iter(DataLoader(probe, args.n, shuffle=False)))
     out = compare_figure(models, images, labels, args.out, probe.info["label"])
     print(f"wrote {out}")
@@ -291,10 +287,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_rank_layers(args: argparse.Namespace) -> int:
     from .rank_layers import last_block_tokens, probe_images, rank_layers, spearman_against, sweep_val_auc
-    from .train.engine import eval_split, restore_run
+    from .train.engine import restore_run, split_dataset
 
     model, cfg, _ = restore_run(args.checkpoint, args.data_dir)
-    tokens = last_block_tokens(model, probe_images(eval_split(cfg, "val"), args.probe))
+    tokens = last_block_tokens(model, probe_images(split_dataset(cfg, "val"), args.probe))
     layers = [int(i) for i in args.layers.split(",")] if args.layers else None
     scores = rank_layers(tokens, args.llm, layers, source=args.llm_source)
     print(f"{args.llm} layers by similarity to the last ViT block of {args.checkpoint} ({len(tokens)} validation "

@@ -103,20 +103,25 @@ class RllmVisionTransformer(VisionTransformer):
         x = self.patch_drop(x)
         return self.norm_pre(x)
 
-    def _tokens(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                boost: bool = True) -> torch.Tensor:
-        """Images -> tokens after the ViT blocks and (``boost`` and on the path) the booster, before the norm."""
+    def _tokens(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Images -> tokens after the ViT blocks and (when it is on the path) the booster, before the norm."""
         x = self._embed(x)
-        boost = boost and self._boosts()
         if attn_mask is not None or is_causal:  # timm's own branch: blocks one by one with the mask
             for blk in self.blocks:
                 x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
-            return self.booster(x, attn_mask=attn_mask, is_causal=is_causal) if boost else x
-        if self.grad_checkpointing and not torch.jit.is_scripting():
+        elif self.grad_checkpointing and not torch.jit.is_scripting():
             x = checkpoint_seq(self.blocks, x)
-            return checkpoint(self.booster, x) if boost else x
-        x = self.blocks(x)
-        return self.booster(x) if boost else x
+        else:
+            x = self.blocks(x)
+        return self._boost(x, attn_mask, is_causal) if self._boosts() else x
+
+    def _boost(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """The booster stage (checkpointed with grad checkpointing, unless a mask is given)."""
+        if attn_mask is not None or is_causal:
+            return self.booster(x, attn_mask=attn_mask, is_causal=is_causal)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(self.booster, x)
+        return self.booster(x)
 
     def forward_features(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -134,9 +139,7 @@ class RllmVisionTransformer(VisionTransformer):
         if self.aux_weight is None or not (self.training and self.aux_training) or torch.jit.is_scripting():
             return self.forward_head(self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal))
         z = self._tokens(x, attn_mask, is_causal)
-        masked = attn_mask is not None or is_causal
-        aux = checkpoint(self.booster, z) if self.grad_checkpointing and not masked else \
-            self.booster(z, attn_mask, is_causal)
+        aux = self._boost(z, attn_mask, is_causal)
         return self.forward_head(self.norm(z)), self.head_aux(self.forward_head(self.norm(aux), pre_logits=True))
 
     def set_aux_training(self, enable: bool = True) -> None:

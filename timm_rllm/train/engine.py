@@ -263,25 +263,24 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int, pretrained: b
 
 
 def _datasets(cfg: TrainConfig):
-    probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
-    in_chans = cfg.in_chans or probe.in_chans
-
-    if probe.is_3d and (cfg.randaug or cfg.reprob or cfg.mixup or cfg.cutmix):
+    val = split_dataset(cfg, "val")
+    if val.is_3d and (cfg.randaug or cfg.reprob or cfg.mixup or cfg.cutmix):
         raise ValueError("RandAugment, random erasing, Mixup and CutMix are 2D only; for volumes use --hflip "
                          "(flip probability per axis) and --shift")
-    if probe.is_3d and cfg.img_size != cfg.size:
+    if val.is_3d and cfg.img_size != cfg.size:
         raise ValueError(f"volumes are used at their file size: set --img-size {cfg.size} (or --size {cfg.img_size})")
-
-    def make(split: str, train: bool) -> MedMNISTSplit:
-        if probe.is_3d:
-            tf = Transform3d(in_chans, train, cfg.hflip, cfg.shift)
-        else:
-            tf = transforms_2d(cfg.img_size, cfg.size, probe.in_chans, in_chans, train, cfg.resize,
-                               cfg.hflip, cfg.randaug, cfg.reprob)
-        return MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir, transform=tf)
-
     # a recipe search must not even load the test split
-    return make("train", True), make("val", False), make("test", False) if cfg.score_test else None, in_chans
+    test = split_dataset(cfg, "test") if cfg.score_test else None
+    return split_dataset(cfg, "train", train=True), val, test, cfg.in_chans or val.in_chans
+
+
+def split_dataset(cfg: TrainConfig, split: str, train: bool = False) -> MedMNISTSplit:
+    """One split of a run's dataset with the run's transform: its augmentation with ``train``, none otherwise."""
+    ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
+    in_chans = cfg.in_chans or ds.in_chans
+    ds.transform = Transform3d(in_chans, train, cfg.hflip, cfg.shift) if ds.is_3d else transforms_2d(
+        cfg.img_size, cfg.size, ds.in_chans, in_chans, train, cfg.resize, cfg.hflip, cfg.randaug, cfg.reprob)
+    return ds
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -555,14 +554,15 @@ def train_one_epoch(epoch: int, model: torch.nn.Module, step_model: torch.nn.Mod
             target = y.float() if task == MULTI_LABEL else y
         with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             logits = step_model(x)
+        # one device sync per step, for the check and the running mean (the logged loss is the deployed path's)
         if isinstance(logits, tuple):  # residual="aux": (logits, aux_logits), the second only trains the backbone
             logits, aux_logits = logits
             loss = criterion(logits.float(), target)
             objective = loss + aux_weight * criterion(aux_logits.float(), target)
+            loss_value, objective_value = torch.stack([loss.detach(), objective.detach()]).tolist()
         else:
             loss = objective = criterion(logits.float(), target)
-        # one device sync per step, for the check and the running mean (the logged loss is the deployed path's)
-        loss_value, objective_value = torch.stack([loss.detach(), objective.detach()]).tolist()
+            loss_value = objective_value = loss.item()
         if not math.isfinite(objective_value):
             raise FloatingPointError(f"loss is {objective_value} at epoch {epoch + 1}, step {step + 1} (run {where}): "
                                      "lower --lr, keep --clip-grad, or try --amp none")
@@ -638,20 +638,11 @@ def load_run(run_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any
     return model, results
 
 
-def eval_split(cfg: TrainConfig, split: str) -> MedMNISTSplit:
-    """One split of a run's dataset with its evaluation transform (no augmentation)."""
-    ds = MedMNISTSplit(cfg.dataset, split, cfg.size, cfg.data_dir)
-    in_chans = cfg.in_chans or ds.in_chans
-    ds.transform = Transform3d(in_chans, train=False) if ds.is_3d else \
-        transforms_2d(cfg.img_size, cfg.size, ds.in_chans, in_chans, False, cfg.resize)
-    return ds
-
-
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", data_dir: str | None = None,
                         device: str = "auto") -> dict[str, Any]:
     """Rebuild the model a checkpoint (or run folder) was trained as, load it, and score one split."""
     model, cfg, _ = restore_run(path, data_dir)
-    ds = eval_split(cfg, split)
+    ds = split_dataset(cfg, split)
     cfg.device = device  # where to score now, not where it was trained
     device = resolve_device(cfg)
     amp = AMP_DTYPES[cfg.amp]
