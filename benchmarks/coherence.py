@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
     if not args.render_only:
-        medmnist_sweep.main([*RECIPE, "--variants", args.variants, "--seeds", args.seeds, "--grad-coherence", "1",
-                             "--out", str(OUT)])
+        if medmnist_sweep.main([*RECIPE, "--variants", args.variants, "--seeds", args.seeds, "--grad-coherence", "1",
+                                "--out", str(OUT)]):
+            sys.exit("the sweep failed (its error is above)")
     rows = compare(OUT, TWINS)
     if not rows:
         sys.exit(f"no runs in {OUT}: run without --render-only first")

@@ -4,16 +4,15 @@
     python benchmarks/layer_sweep.py --only breastmnist
     python benchmarks/layer_sweep.py --render-only
 
-Each sweep is exactly `timm-rllm sweep ARGS --out benchmarks/results/layers/DATASET`: one run per
-(LLM, layer) plus the plain ViT, the `mlp` control and a random block, over seeds, with one recipe
-per dataset. Every run writes its own results.json (command, versions, hardware, seed); the tables,
-findings and charts are rendered from those files only, and the RESULTS.md block from the tables.
+Each sweep is exactly `timm-rllm sweep --config benchmarks/recipes/RECIPE.yaml [FLAGS]`: one run per (LLM,
+layer) plus the plain ViT, the `mlp` control and a random block, over seeds, with one recipe per dataset.
+Every run writes its own results.json (command, versions, hardware, seed); the tables, findings and charts
+are rendered from those files only (`timm_rllm.train.report`), and the RESULTS.md block from the tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 from pathlib import Path
 
 from _report import update_results
@@ -22,17 +21,10 @@ from timm_rllm.cli import main as cli
 from timm_rllm.train.report import render_layers
 
 ROOT = Path(__file__).resolve().parent
-
 OUT = ROOT / "results" / "layers"
-RECIPE = ["--randaug", "rand-m9-mstd0.5", "--reprob", "0.25", "--model-kwargs", '{"drop_path_rate": 0.1}',
-          "--llm", "smollm2", "--seeds", "0,1,2"]
-# the epoch budgets are what 2 CPU cores allow for ~30 runs per dataset; PneumoniaMNIST is 9x larger
-SWEEPS = {
-    "breastmnist": ["--dataset", "breastmnist", "--layers=-1,-2,-4,-8,middle,first,-2..-1",
-                    "--epochs", "20", "--warmup-epochs", "3", *RECIPE],
-    "pneumoniamnist": ["--dataset", "pneumoniamnist", "--data-dir", "../shared/data/medmnist",
-                       "--layers=-1,-2,-4,-8,middle,first", "--epochs", "3", "--warmup-epochs", "1", *RECIPE],
-}
+# sweep -> (its recipe file, whether its data is outside the package: PneumoniaMNIST is not bundled)
+SWEEPS = {"breastmnist": ("layers_breast.yaml", False), "pneumoniamnist": ("layers_pneumonia.yaml", True)}
+DATA_DIR = "../shared/data/medmnist"  # where this project's sessions keep the MedMNIST files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,17 +32,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None, choices=list(SWEEPS), help="run just this sweep")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
-    names = [args.only] if args.only else list(SWEEPS)
-    if not args.render_only:
-        for name in names:
-            cli(["sweep", *SWEEPS[name], "--out", str(OUT / name)])
+    for name in [args.only] if args.only else list(SWEEPS):
+        recipe, external = SWEEPS[name]
+        if not args.render_only:
+            cli(["sweep", "--config", str(ROOT / "recipes" / recipe), *(["--data-dir", DATA_DIR] if external else []),
+                 "--out", str(OUT / name)])
     blocks = []
-    for name in SWEEPS:
-        rel = f"benchmarks/results/layers/{name}"
+    for name, (recipe, external) in SWEEPS.items():
         if (OUT / name).is_dir():
+            command = f"timm-rllm sweep --config benchmarks/recipes/{recipe}" + (" --data-dir $MEDMNIST_DIR" if external
+                                                                                  else "")
             blocks += [f"#### {name}", "", f"![{name} layer sweep](results/layers/{name}/chart.png)", "",
-                       f"Command: `{shlex.join(['timm-rllm', 'sweep', *SWEEPS[name], '--out', rel])}`",
-                       "", render_layers(OUT / name)]
+                       f"Command: `{command}`", "", render_layers(OUT / name)]
     update_results("layers", "\n".join(blocks))
     print("\n".join(blocks))
 

@@ -348,3 +348,21 @@ def test_the_recipe_file_is_what_ran_the_committed_benchmark(variant, tmp_path):
     (tmp_path / "bad.yaml").write_text("datasets: [breastmnist]\n")  # the script's old spelling
     with pytest.raises(ValueError, match=r"unknown keys \['datasets'\]"):
         parse_args(["sweep", "--config", str(tmp_path / "bad.yaml")])
+
+
+@pytest.mark.parametrize("recipe,run", [("layers_breast", "breastmnist/smollm2/layer28-29/seed1"),
+                                        ("layers_breast", "breastmnist/plain/seed2"),
+                                        ("layers_pneumonia", "pneumoniamnist/smollm2/random/seed0")])
+def test_the_layer_recipes_are_what_ran_the_committed_sweeps(recipe, run):
+    from pathlib import Path
+
+    from timm_rllm.cli import _train_config, parse_args
+    from timm_rllm.train.sweep import plan_layers
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = json.loads((root / f"benchmarks/results/layers/{run}/results.json").read_text())["config"]
+    args = parse_args(["sweep", "--config", str(root / f"benchmarks/recipes/{recipe}.yaml")])
+    args.data_dir = recorded["data_dir"]  # PneumoniaMNIST's folder, given on the command line
+    runs = dict(plan_layers(_train_config(args), args.llm.split(","), args.layers.split(","),
+                            [int(s) for s in args.seeds.split(",")]))
+    assert runs[run.split("/", 1)[1]].same_as(recorded)
