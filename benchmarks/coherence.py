@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no runs in {OUT}: run without --render-only first")
     table = render(rows)
     chart(rows, OUT / "coherence.png")
-    command = shlex.join(["python", *sys.argv])
-    atomic_write_json({"command": command, "environment": environment(), "runs": rows}, OUT / "coherence.json")
+    command, env = shlex.join(["python", *sys.argv]), environment()
+    if args.render_only and (OUT / "coherence.json").is_file():  # keep what the measuring run recorded
+        recorded = json.loads((OUT / "coherence.json").read_text())
+        command, env = recorded["command"], recorded["environment"]
+    atomic_write_json({"command": command, "environment": env, "runs": rows}, OUT / "coherence.json")
     atomic_write_text(OUT / "coherence.md", f"# Gradient coherence\n\n`{command}`\n\n{table}\n")
     update_results("coherence", table)
     print(table)
