@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _report import update_results
 
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.train import TrainConfig, fit
@@ -236,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{args.dataset} {name} seed {seed}: val auc {r['val']['auc']:.4f} acc {r['val']['acc']:.4f} "
                       f"bacc {r['val']['bacc']:.4f} (epoch {r['selected_epoch']}/{cfg.epochs}, "
                       f"{r['train_time_s']:.0f}s)", flush=True)
-    print(render(out, args.dataset, seeds, args.epochs, args.amp))
+    text = render(out, args.dataset, seeds, args.epochs, args.amp)
+    if out == OUT:  # the committed search: its RESULTS.md block, where there is one (without the title)
+        update_results(f"recipe_search_{args.dataset}", text.split("\n", 2)[2].rstrip("\n"))
+    print(text)
 
 
 if __name__ == "__main__":
