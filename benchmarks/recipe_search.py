@@ -10,8 +10,9 @@ give a changed candidate a new name: a finished run folder only answers for the 
 over ``SEEDS``. Each run is an ordinary, resumable `fit` folder
 ``OUT/DATASET/CANDIDATE/seedN`` with ``score_test=False``: the test split is never loaded, never scored,
 and nothing here reads it. ``OUT/DATASET/search.json`` and ``search.md`` list every candidate's mean
-validation AUC / ACC / BACC and the chosen one: the best mean validation AUC, ties (equal to 0.01
-points) going to fewer epochs. The sweep then runs the chosen recipe for every variant.
+validation AUC / ACC / BACC and the chosen one: among the candidates with no seed collapsed on validation
+(all of them, if every one has), the best mean validation AUC, ties (equal to 0.01 points) going to fewer
+epochs. The sweep then runs the chosen recipe for every variant.
 
 ``--threads`` fixes torch's thread count: at a fixed count on one machine and software stack, a run is
 bit-identical when repeated; another count can change the last bits of float sums and so the numbers.
@@ -85,6 +86,9 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "ref-half": dict(epochs_factor=0.5),
         "ref-weighted": dict(balance="weighted-loss"),
         "ref-sampler": dict(balance="sampler"),
+        # every candidate above had a seed whose AUC-selected epoch predicts one class on validation
+        "ref-weighted-bacc": dict(balance="weighted-loss", select_on="bacc"),
+        "ref-weighted-long": dict(balance="weighted-loss", epochs_factor=2.0),
     },
 }
 TIE = 0.01  # validation AUC points: closer than this counts as a tie
@@ -129,10 +133,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def choose(summary: dict[str, dict[str, Any]]) -> str | None:
-    """Best mean validation AUC; within TIE of it, the fewest epochs; then the first in CANDIDATES order."""
+    """Among the candidates none of whose seeds collapsed on validation (all of them if every one has), the best
+    mean validation AUC; within TIE of it, the fewest epochs; then the first in CANDIDATES order."""
     scored = [(n, s) for n, s in summary.items() if s.get("val_auc_mean") is not None]
     if not scored:
         return None
+    if healthy := [(n, s) for n, s in scored if str(s["val_collapsed"]).startswith("0/")]:
+        scored = healthy
     top = max(s["val_auc_mean"] for _, s in scored)
     tied = [(s["epochs"], i, n) for i, (n, s) in enumerate(scored) if top - s["val_auc_mean"] < TIE]
     return min(tied)[2]
@@ -155,7 +162,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
             seed, data_dir = r["config"]["seed"], r["config"]["data_dir"]
             if seed not in seeds:
                 continue
-            if r["config"] != dataclasses.asdict(candidate_config(dataset, name, seed, data_dir, epochs, amp)):
+            if not candidate_config(dataset, name, seed, data_dir, epochs, amp).same_as(r["config"]):
                 stale.append(f"{name}/seed{seed}")
                 continue
             runs.append(r)
@@ -169,7 +176,8 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
     base = {**BASE[dim(dataset)], "epochs": epochs or EPOCHS.get(dataset, DEFAULT_EPOCHS), "amp": resolve_amp(amp)}
     record = {
         "dataset": dataset, "architecture": arch, "base": base, "seeds": seeds,
-        "rule": f"best mean validation AUC; within {TIE} points, fewer epochs; then CANDIDATES order",
+        "rule": f"no seed collapsed on validation (unless every candidate has one), then best mean validation AUC; "
+                f"within {TIE} points, fewer epochs; then CANDIDATES order",
         "split_policy": "validation only: every run has score_test=False (the test split is never loaded)",
         "torch_threads": sorted(threads), "environment": env, "candidates": summary, "stale_runs": stale,
         "chosen": chosen,

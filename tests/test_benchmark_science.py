@@ -366,3 +366,15 @@ def test_the_layer_recipes_are_what_ran_the_committed_sweeps(recipe, run):
     runs = dict(plan_layers(_train_config(args), args.llm.split(","), args.layers.split(","),
                             [int(s) for s in args.seeds.split(",")]))
     assert runs[run.split("/", 1)[1]].same_as(recorded)
+
+
+def test_recipe_search_prefers_candidates_that_never_collapsed():
+    search = _benchmark("recipe_search")
+
+    def cand(auc, collapsed, epochs=20):
+        return {"val_auc_mean": auc, "val_collapsed": collapsed, "epochs": epochs}
+
+    assert search.choose({"a": cand(79.0, "1/2"), "b": cand(78.0, "0/2")}) == "b"
+    assert search.choose({"a": cand(79.0, "1/2"), "b": cand(78.0, "2/2")}) == "a"  # all collapsed: AUC decides
+    assert search.choose({"a": cand(79.0, "0/2", 40), "b": cand(78.995, "0/2", 20)}) == "b"  # a tie: fewer epochs
+    assert TrainConfig(select_on="bacc").select_on == "bacc"

@@ -83,7 +83,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
-    select_on: str = "auc"  # validation metric that picks the epoch: auc or acc
+    select_on: str = "auc"  # validation metric that picks the epoch: auc, acc or bacc (ties: the other of auc/acc)
     balance: str = "none"  # class imbalance: none, weighted-loss, sampler (see train/balance.py)
     score_test: bool = True  # False: the test split is never loaded nor scored (recipe search)
     # every N epochs, log the mean pairwise cosine of per-sample gradients of the last ViT block on a fixed probe
@@ -147,7 +147,7 @@ class TrainConfig:
 
 AMP_MODES = ("bf16", "fp16", "none")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-SELECT_ON = ("auc", "acc")
+SELECT_ON = ("auc", "acc", "bacc")
 SCHEDULES = ("cosine", "none")
 
 
@@ -461,7 +461,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         if cfg.grad_coherence and (epoch + 1) % cfg.grad_coherence == 0:
             record["grad_coherence"] = gradient_coherence(model, coherence_probe, task, device)
         history.append(record)
-        key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])
+        key = (val[cfg.select_on], val["acc" if cfg.select_on == "auc" else "auc"])  # bacc: a model that predicts
+        # one class scores 50%, so selecting on it never keeps a collapsed epoch over one that separates classes
         if best is None or key > tuple(best["key"]):
             best = {"epoch": epoch + 1, "key": list(key), "val": val,
                     "val_pred": prediction_summary(val_score, task, num_classes)}
