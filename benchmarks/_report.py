@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: put a rendered results table into benchmarks/RESULTS.md."""
+"""Shared by the benchmark scripts: put a rendered results table into benchmarks/RESULTS.md; compare two runs."""
 
 from __future__ import annotations
 
@@ -16,3 +16,19 @@ def update_results(name: str, text: str) -> None:
     if begin in content and end in content:
         head, rest = content.split(begin, 1)
         atomic_write_text(RESULTS, f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+WALL_CLOCK = ("epoch_time_s", "train_images_per_s")
+
+
+def differs(a: dict, b: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Which of a results file's numbers two runs do not share to the last bit: ``history`` (every epoch's
+    logged values but wall-clock ones and ``ignore``), ``selected_epoch``, ``val``, ``test``. Empty: a repeat."""
+    skip = WALL_CLOCK + ignore
+
+    def numbers(r: dict) -> dict:
+        return {"history": [{k: v for k, v in h.items() if k not in skip} for h in r["history"]],
+                **{k: r.get(k) for k in ("selected_epoch", "val", "test")}}
+
+    na, nb = numbers(a), numbers(b)
+    return [k for k in na if na[k] != nb[k]]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import medmnist_sweep
-from _report import update_results
+from _report import differs, update_results
 
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.train.engine import environment
@@ -28,13 +28,6 @@ OUT = ROOT / "results" / "coherence"
 TWINS = ROOT / "results" / "medmnist2d"
 # the main benchmark's recipe, unchanged
 RECIPE = ["--config", str(ROOT / "recipes" / "medmnist2d_breast.yaml")]
-VOLATILE = ("epoch_time_s", "train_images_per_s", "grad_coherence")  # wall-clock, and the measurement itself
-
-
-def _history(r: dict) -> list[dict]:
-    return [{k: v for k, v in h.items() if k not in VOLATILE} for h in r["history"]]
-
-
 def compare(out: Path, twins: Path) -> list[dict]:
     """One row per coherence run: its coherence curve, and whether it repeats its twin bit for bit."""
     rows = []
@@ -42,8 +35,8 @@ def compare(out: Path, twins: Path) -> list[dict]:
         r = json.loads(path.read_text())
         twin_path = twins / path.relative_to(out)
         twin = json.loads(twin_path.read_text()) if twin_path.is_file() else None
-        same = None if twin is None else (_history(r) == _history(twin) and r["test"] == twin["test"]
-                                         and r["selected_epoch"] == twin["selected_epoch"])
+        # the twin did not measure coherence: every other number must repeat
+        same = None if twin is None else not differs(r, twin, ignore=("grad_coherence",))
         rows.append({"variant": path.parts[-3], "seed": r["config"]["seed"], "model": r["config"]["model"],
                      "coherence": [h.get("grad_coherence") for h in r["history"]],
                      "val_auc": [h["val_auc"] for h in r["history"]], "test": r["test"],

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _report import update_results
+from _report import differs, update_results
 
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.train import TrainConfig, fit
@@ -30,23 +30,13 @@ ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "rerun"
 DEFAULT_RUNS = [ROOT / "results" / "medmnist2d" / "breastmnist" / "plain" / "seed0",
                 ROOT / "results" / "recipe_search" / "adrenalmnist3d" / "ref" / "seed0"]
-VOLATILE = ("epoch_time_s", "train_images_per_s")  # wall-clock
-COMPARED = ("selected_epoch", "val", "test")
-
-
-def _numbers(r: dict) -> dict:
-    return {"history": [{k: v for k, v in h.items() if k not in VOLATILE} for h in r["history"]],
-            **{k: r.get(k) for k in COMPARED}}
-
-
 def rerun(run: Path, work: Path) -> dict:
     """Train ``run``'s config again into ``work`` at its recorded thread count; the comparison as a dict."""
     original = json.loads((run / "results.json").read_text())
     threads = original["environment"]["torch_threads"]
     torch.set_num_threads(threads)
     again = fit(TrainConfig(**original["config"]), work, resume=True, progress=False)
-    a, b = _numbers(original), _numbers(again)
-    differ = [k for k in a if a[k] != b[k]]
+    differ = differs(original, again)
     return {"run": str(run.relative_to(ROOT.parent)), "model": original["config"]["model"],
             "dataset": original["config"]["dataset"], "epochs": original["config"]["epochs"],
             "torch_threads": threads, "cpu_model": original["environment"].get("cpu_model"),

@@ -378,3 +378,14 @@ def test_recipe_search_prefers_candidates_that_never_collapsed():
     assert search.choose({"a": cand(79.0, "1/2"), "b": cand(78.0, "2/2")}) == "a"  # all collapsed: AUC decides
     assert search.choose({"a": cand(79.0, "0/2", 40), "b": cand(78.995, "0/2", 20)}) == "b"  # a tie: fewer epochs
     assert TrainConfig(select_on="bacc").select_on == "bacc"
+
+
+def test_rerun_comparison_ignores_only_wall_clock():
+    report = _benchmark("_report")
+    run = {"history": [{"epoch": 1, "train_loss": 0.5, "val_auc": 0.7, "epoch_time_s": 3.0, "grad_coherence": 0.1}],
+           "selected_epoch": 1, "val": {"auc": 0.7}, "test": {"auc": 0.6}}
+    slower = {**run, "history": [{**run["history"][0], "epoch_time_s": 9.0}]}
+    assert report.differs(run, slower) == []
+    other = {**slower, "test": {"auc": 0.6 + 1e-12}, "history": [{**slower["history"][0], "grad_coherence": 0.2}]}
+    assert report.differs(run, other) == ["history", "test"]
+    assert report.differs(run, other, ignore=("grad_coherence",)) == ["test"]
