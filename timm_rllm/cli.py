@@ -103,9 +103,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> None:
-    """One flag per TrainConfig field (--model, --dataset, --epochs, ...), defaults from the dataclass, then from
-    the ``recipe`` given with --config."""
+def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (--model, --dataset, --epochs, ...) but those in ``skip``, defaults from the
+    dataclass, then from the ``recipe`` given with --config."""
     import dataclasses
 
     from .train import TrainConfig
@@ -114,6 +114,8 @@ def _add_train_args(p: argparse.ArgumentParser, recipe: dict | None = None) -> N
                    help="a recipe file (e.g. benchmarks/recipes/paper_vit_s.yaml): its values are the defaults, "
                    "flags override them")
     for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.name == "model_kwargs":
@@ -173,7 +175,7 @@ def _train_config(args: argparse.Namespace, max_epochs: int | None = None):
     from .train import TrainConfig
     from .train.engine import resolve_amp
 
-    fields = dataclasses.fields(TrainConfig)
+    fields = [f for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)]  # a sweep has no --seed
     values = {f.name: getattr(args, f.name) for f in fields}
     # an empty value of an optional field (``--randaug ''``) means none; ``--amp auto``: bf16 where it is native
     values.update({f.name: None for f in fields if values[f.name] == "" and "None" in str(f.type)})
@@ -389,7 +391,7 @@ def build_parser(recipe: dict | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="many runs of one recipe over seeds, then a table and a chart: variants (plain, "
                        "rllm, controls, resnet) or layers (which LLM, which layer)")
-    _add_train_args(p, recipe)
+    _add_train_args(p, recipe, skip=("seed",))  # --seeds instead
     from .train.sweep import VARIANTS
 
     p.add_argument("--variants", default=None, help=f"a variant sweep: comma-separated, of {', '.join(VARIANTS)} "
@@ -519,6 +521,8 @@ def parse_args(argv: Sequence[str], defaults: dict | None = None) -> argparse.Na
     if args.command == "train" and (sweep_keys := sorted(set(recipe) & set(SWEEP_KEYS))):
         build_parser().error(f"the recipe {path} is a sweep recipe ({', '.join(sweep_keys)}): run `timm-rllm sweep "
                              f"--config {path}`")
+    if args.command == "sweep" and "seed" in recipe:
+        build_parser().error(f"the recipe {path} gives 'seed', which a sweep does not read: give 'seeds' (a list)")
     return args
 
 
