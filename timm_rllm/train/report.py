@@ -93,6 +93,13 @@ def _recipe(variants: dict) -> dict:
     return {k: v for k, v in run["config"].items() if k not in SKIP}
 
 
+def _pair(a: list[dict] | None, b: list[dict] | None, metric: str, a_name: str, b_name: str) -> Paired | None:
+    """Test ``metric`` of variant a minus b on their shared seeds; None when they share none (yet)."""
+    if not a or not b or not {r["config"]["seed"] for r in a} & {r["config"]["seed"] for r in b}:
+        return None
+    return paired(by_seed(a, "test", metric), by_seed(b, "test", metric), a_name, b_name)
+
+
 def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     """table.md, summary.json and chart.png of a variant sweep folder, from its results files only; ``anchors``:
     published readings (benchmarks/medmnist_anchors.json) drawn beside the runs."""
@@ -108,8 +115,8 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
         for variant in [v for v in VARIANTS if v in variants]:
             runs = variants[variant]
             values = {m: by_seed(runs, "test", m) for m in ("acc", "bacc", "auc")}
-            deltas = {m: paired(values[m], by_seed(plain, "test", m), variant, "plain")
-                      for m in ("acc", "auc")} if plain and variant != "plain" else {}
+            deltas = {m: d for m in ("acc", "auc") if variant != "plain"
+                      and (d := _pair(runs, plain, m, variant, "plain"))}
             shown = {m: _delta(d) for m, d in deltas.items()}
             tally = collapse_tally(runs)
             flag = " **collapsed**" if tally != "n/a" and not tally.startswith("0/") else ""
@@ -133,15 +140,13 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             }
             for m, d in deltas.items():
                 notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
-        boosted = variants.get("rllm")
-        for control in [v for v in ("mlp", "linear", "random", BASELINE) if v in variants and boosted]:
-            for m in ("acc", "auc"):  # the boosted model against each control, paired by seed as against plain
-                d = paired(by_seed(boosted, "test", m), by_seed(variants[control], "test", m), "rllm", control)
-                notes.append(f"- {dataset}, rllm vs {control}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
-        for other in [v for v in ("aux", "tuned") if v in variants and boosted]:
-            for m in ("acc", "auc"):  # the two ways of training with the block, against R-LLM as published
-                d = paired(by_seed(variants[other], "test", m), by_seed(boosted, "test", m), other, "rllm")
-                notes.append(f"- {dataset}, {other} vs rllm, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+        # the boosted model against each control, then the other ways of using the block against it
+        pairs = [("rllm", c) for c in ("mlp", "linear", "random", BASELINE)]
+        pairs += [(o, "rllm") for o in ("rllm_prenorm", "aux", "tuned")]
+        for a, b in [(a, b) for a, b in pairs if a in variants and b in variants]:
+            for m in ("acc", "auc"):
+                if d := _pair(variants[a], variants[b], m, a, b):
+                    notes.append(f"- {dataset}, {a} vs {b}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
         if BASELINE not in variants:
             lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
                          f"| | | | | |")
