@@ -34,8 +34,8 @@ def _groups(out: Path, pattern: str) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
-def _pm(stat: tuple[float, float]) -> str:
-    return f"{stat[0]:.2f} ± {stat[1]:.2f}"
+def _pm(stat: tuple[float, float], digits: int = 2) -> str:
+    return f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
 
 
 def _delta(d: Paired) -> str:
@@ -106,9 +106,9 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     out, anchors = Path(out), anchors or {}
     found = collect(out)
     summary, lines, notes = {}, [], []
-    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | ΔACC vs plain (paired, 95% CI) | "
-                 "ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | last train loss | "
+                 "ΔACC vs plain (paired, 95% CI) | ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset, variants in found.items():
         plain = variants.get("plain")
         recipe = _recipe(variants)
@@ -122,8 +122,12 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             flag = " **collapsed**" if tally != "n/a" and not tally.startswith("0/") else ""
             epochs = ",".join(str(r["selected_epoch"]) for r in runs)
             pm = {m: _pm_values(list(v.values())) for m, v in values.items()}
+            # the training split's loss at the last epoch (the deployed path's): a model that never fit shows here
+            losses = {r["config"]["seed"]: r["history"][-1]["train_loss"] for r in runs if r.get("history")}
+            loss = _pm(mean_std(list(losses.values())), 3) if losses else "n/a"
             lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
-                         f"{pm['auc']} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | {epochs} |")
+                         f"{pm['auc']} | {loss} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | "
+                         f"{epochs} |")
             differs = {k: v for k, v in runs[0]["config"].items()  # a field newer than a run: it ran the default
                        if k not in SKIP and recipe.get(k, TrainConfig.defaults().get(k)) != v}
             if differs:
@@ -133,7 +137,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                 "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
                 "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
-                "collapsed": tally,
+                "collapsed": tally, "last_train_loss": losses,
                 "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
                                     for m, d in deltas.items()},
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
@@ -149,10 +153,10 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                     notes.append(f"- {dataset}, {a} vs {b}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
         if BASELINE not in variants:
             lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
-                         f"| | | | | |")
+                         "| | | | | | |")
         for name, acc, auc, seeds, digits in published(anchors, dataset):
             lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | | {auc:.{digits}f} "
-                         "| | | | |")
+                         "| | | | | |")
     lines += ["", *notes]
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
@@ -160,9 +164,10 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
         for dataset, variants in found.items():  # every variant of a dataset shares its recipe (notes say otherwise)
             header += [f"Recipe, {dataset}: `{json.dumps(_recipe(variants))}`", ""]
         header += [f"{_hardware(first['environment'])} Test metrics are of the epoch chosen on the validation split; "
-                   "mean ± std over seeds, in percent. Δ: mean over seeds of (variant - plain) on the same seed, "
-                   "95% CI from the paired t distribution. collapsed: runs whose selected model predicts one class "
-                   "for the whole test split (BACC then 50% for binary tasks).", ""]
+                   "mean ± std over seeds, in percent. last train loss: the training split's loss at the last "
+                   "epoch (a model that never fit stays near its first epoch's). Δ: mean over seeds of (variant - "
+                   "plain) on the same seed, 95% CI from the paired t distribution. collapsed: runs whose selected "
+                   "model predicts one class for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
     atomic_write_text(out / "table.md", text)
     atomic_write_json(summary, out / "summary.json")
