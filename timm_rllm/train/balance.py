@@ -82,3 +82,28 @@ def build_criterion(balance: str, task: str, labels: np.ndarray, num_classes: in
     if label_smoothing > 0:
         return LabelSmoothingCrossEntropy(label_smoothing)
     return torch.nn.CrossEntropyLoss()
+
+
+def constant_loss(criterion: nn.Module, labels: np.ndarray, task: str, num_classes: int) -> float:
+    """The lowest loss a model that ignores its input reaches on these labels under ``criterion`` (hard targets):
+    the best constant logits, fitted by L-BFGS. A run whose train loss stays there learned nothing from the images
+    (with class weights and label smoothing it is not log K: 0.722 on AdrenalMNIST3D, for instance)."""
+    y = np.asarray(labels)
+    device = next((b.device for b in criterion.buffers()), torch.device("cpu"))
+    if task == MULTI_LABEL:
+        target = torch.as_tensor(y, dtype=torch.float32, device=device)
+        logits = torch.zeros(y.shape[1], device=device, requires_grad=True)
+    else:
+        target = torch.as_tensor(y.reshape(-1).astype(np.int64), device=device)
+        logits = torch.zeros(num_classes, device=device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = criterion(logits.expand(len(target), -1), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(criterion(logits.expand(len(target), -1), target))

@@ -37,7 +37,7 @@ from ..data import MULTI_LABEL, MedMNISTSplit, check_flag
 from ..data.transforms import RESIZE_POLICIES, Transform3d, transforms_2d
 from ..layers.sdpa import SDPA_CHOICES, sdpa_context
 from ..models._booster import block_tensors
-from .balance import BALANCE_MODES, balanced_sampler, build_criterion
+from .balance import BALANCE_MODES, balanced_sampler, build_criterion, constant_loss
 from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .coherence import gradient_coherence, probe_batch
 from .scoring import balanced_accuracy, prediction_summary
@@ -518,6 +518,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         "test_pred_counts": test_pred["pred_counts"],
         "val_collapsed": val_pred.get("collapsed"),
         "val_pred_counts": val_pred.get("pred_counts"),
+        # the train loss of the best input-blind prediction: a run whose loss stays there learned nothing
+        "constant_train_loss": None if mixup else constant_loss(criterion, train_ds.labels, task, num_classes),
         "train_time_s": train_time,
         "train_images_per_s": train_images * world / train_time if train_time else None,
         "world_size": world,

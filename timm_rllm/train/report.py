@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write, atomic_write_json, atomic_write_text
+from ..data import DataError, MedMNISTSplit
+from .balance import build_criterion, constant_loss
 from .engine import TrainConfig
 from .scoring import collapse_tally
 from .seed_stats import Paired, by_seed, mean_std, paired
 from .sweep import VARIANTS
 
 BASELINE = "resnet"  # shown in every table beside the published rows, "not run" when missing
+NO_FIT = 0.99  # a last train loss at or above 99% of the input-blind prediction's: the model learned nothing
 LINE_STYLES = [("black", "--"), ("dimgray", ":"), ("gray", "-.")]  # published readings on the chart
 
 
@@ -93,6 +96,30 @@ def _recipe(variants: dict) -> dict:
     return {k: v for k, v in run["config"].items() if k not in SKIP}
 
 
+def constant_train_loss(run: dict[str, Any]) -> float | None:
+    """The train loss of the best input-blind prediction under the run's loss: from its results file, or (files
+    that predate the field) from the train split's labels; None with Mixup/CutMix or when the file is not at hand."""
+    if "constant_train_loss" in run:
+        return run["constant_train_loss"]
+    cfg = TrainConfig(**{**TrainConfig.defaults(), **run["config"]})
+    if cfg.mixup or cfg.cutmix:
+        return None
+    try:
+        train = MedMNISTSplit(cfg.dataset, "train", cfg.size, cfg.data_dir, download=False)
+    except DataError:
+        return None
+    criterion = build_criterion(cfg.balance, train.task, train.labels, train.num_classes, cfg.label_smoothing, False)
+    return constant_loss(criterion, train.labels, train.task, train.num_classes)
+
+
+def no_fit_tally(runs: list[dict[str, Any]], constant: float | None) -> str:
+    """``k/n``: how many runs ended training at (or above) the loss of the best input-blind prediction."""
+    known = [r["history"][-1]["train_loss"] for r in runs if r.get("history")]
+    if constant is None or not known:
+        return "n/a"
+    return f"{sum(loss >= NO_FIT * constant for loss in known)}/{len(known)}"
+
+
 def _pair(a: list[dict] | None, b: list[dict] | None, metric: str, a_name: str, b_name: str) -> Paired | None:
     """Test ``metric`` of variant a minus b on their shared seeds; None when they share none (yet)."""
     if not a or not b or not {r["config"]["seed"] for r in a} & {r["config"]["seed"] for r in b}:
@@ -106,12 +133,15 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     out, anchors = Path(out), anchors or {}
     found = collect(out)
     summary, lines, notes = {}, [], []
-    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | last train loss | "
+    lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | last train loss | did not fit | "
                  "ΔACC vs plain (paired, 95% CI) | ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    constants = {}
     for dataset, variants in found.items():
         plain = variants.get("plain")
         recipe = _recipe(variants)
+        # one loss and one set of labels per dataset (the recipe is shared): any run's file will do
+        constants[dataset] = constant = constant_train_loss(next(iter(variants.values()))[0])
         for variant in [v for v in VARIANTS if v in variants]:
             runs = variants[variant]
             values = {m: by_seed(runs, "test", m) for m in ("acc", "bacc", "auc")}
@@ -125,9 +155,10 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             # the training split's loss at the last epoch (the deployed path's): a model that never fit shows here
             losses = {r["config"]["seed"]: r["history"][-1]["train_loss"] for r in runs if r.get("history")}
             loss = _pm(mean_std(list(losses.values())), 3) if losses else "n/a"
+            no_fit = no_fit_tally(runs, constant)
             lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
-                         f"{pm['auc']} | {loss} | {shown.get('acc', '')} | {shown.get('auc', '')} | {tally} | "
-                         f"{epochs} |")
+                         f"{pm['auc']} | {loss} | {no_fit} | {shown.get('acc', '')} | {shown.get('auc', '')} | "
+                         f"{tally} | {epochs} |")
             differs = {k: v for k, v in runs[0]["config"].items()  # a field newer than a run: it ran the default
                        if k not in SKIP and recipe.get(k, TrainConfig.defaults().get(k)) != v}
             if differs:
@@ -137,7 +168,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                 "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
                 "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
-                "collapsed": tally, "last_train_loss": losses,
+                "collapsed": tally, "last_train_loss": losses, "constant_train_loss": constant, "did_not_fit": no_fit,
                 "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
                                     for m, d in deltas.items()},
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
@@ -153,19 +184,23 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                     notes.append(f"- {dataset}, {a} vs {b}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
         if BASELINE not in variants:
             lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
-                         "| | | | | | |")
+                         "| | | | | | | |")
         for name, acc, auc, seeds, digits in published(anchors, dataset):
             lines.append(f"| {dataset} | published: {name} | {seeds} | {acc:.{digits}f} | | {auc:.{digits}f} "
-                         "| | | | | |")
+                         "| | | | | | |")
     lines += ["", *notes]
     first = next((r for v in found.values() for rs in v.values() for r in rs), None)
     header = ["# MedMNIST sweep", ""]
     if first:
         for dataset, variants in found.items():  # every variant of a dataset shares its recipe (notes say otherwise)
             header += [f"Recipe, {dataset}: `{json.dumps(_recipe(variants))}`", ""]
+            if constants[dataset] is not None:
+                header += [f"Train loss of the best input-blind prediction, {dataset}: {constants[dataset]:.3f}.", ""]
         header += [f"{_hardware(first['environment'])} Test metrics are of the epoch chosen on the validation split; "
                    "mean ± std over seeds, in percent. last train loss: the training split's loss at the last "
-                   "epoch (a model that never fit stays near its first epoch's). Δ: mean over seeds of (variant - "
+                   "epoch. did not fit: runs whose last train loss is at least 99% of the best input-blind "
+                   "prediction's (constant logits fitted to the train labels under the run's loss): they learned "
+                   "nothing from the images. Δ: mean over seeds of (variant - "
                    "plain) on the same seed, 95% CI from the paired t distribution. collapsed: runs whose selected "
                    "model predicts one class for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
