@@ -27,7 +27,7 @@ from _report import update_results
 
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.train.engine import environment, restore_run, split_dataset
-from timm_rllm.train.report import NO_FIT, constant_train_loss
+from timm_rllm.train.report import NO_FIT, constant_train_loss, did_not_fit
 from timm_rllm.train.seed_stats import mean_std
 
 ROOT = Path(__file__).resolve().parent
@@ -78,10 +78,9 @@ def measure(runs: Path) -> list[dict]:
         if volumes is None:
             train = split_dataset(cfg, "train")  # without train=True: no augmentation
             volumes = torch.stack([train[i][0] for i in range(min(PROBE, len(train)))])
-        constant = constant_train_loss(results)
-        last = results["history"][-1]["train_loss"]
-        rows.append({"variant": path.parts[-3], "seed": cfg.seed, "model": cfg.model, "last_train_loss": last,
-                     "constant_train_loss": constant, "did_not_fit": constant is not None and last >= NO_FIT * constant,
+        rows.append({"variant": path.parts[-3], "seed": cfg.seed, "model": cfg.model,
+                     "last_train_loss": results["history"][-1]["train_loss"],
+                     "constant_train_loss": constant_train_loss(results), "did_not_fit": bool(did_not_fit(results)),
                      "test_auc": results["test"]["auc"], **probe(model, volumes)})
         print(f"{rows[-1]['variant']} seed {cfg.seed}: {rows[-1]}", flush=True)
     return rows

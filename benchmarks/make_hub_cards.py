@@ -3,7 +3,8 @@
     python benchmarks/make_hub_cards.py [--results benchmarks/results/medmnist]
 
 For each dataset and each boosted variant of the sweep, the seed whose run has the best
-validation AUC is the checkpoint to publish (selection never looks at the test split); its
+validation AUC among the runs that fit (see the sweep table's "did not fit") is the checkpoint to publish
+(selection never looks at the test split); its
 folder gets ``config.json`` (timm's Hub format, with the LLM block's source, layer and digest) and
 ``README.md`` (the card, with that run's numbers and command). Weights are not committed: the
 card's command reproduces them, and `timm-rllm export RUN --out DIR` writes the full folder.
@@ -19,6 +20,7 @@ from timm_rllm.data import MedMNISTSplit
 from timm_rllm.export import export_model, medmnist_tag
 from timm_rllm.models.vision_transformer_rllm import plain_architecture
 from timm_rllm.train.engine import TrainConfig, build_model
+from timm_rllm.train.report import did_not_fit
 
 ROOT = Path(__file__).resolve().parent
 
@@ -36,7 +38,8 @@ def main() -> None:
         if info.get("llm") and not info.get("random_weights") and variant not in ("mlp", "linear"):
             runs.setdefault((path.parts[-4], variant), []).append(r)
     for (_, variant), results in runs.items():
-        best = max(results, key=lambda r: (r["val"]["auc"], r["val"]["acc"]))
+        # runs that fit first (a train-split criterion), then the best validation AUC
+        best = max(results, key=lambda r: (not did_not_fit(r), r["val"]["auc"], r["val"]["acc"]))
         cfg = TrainConfig(**best["config"])
         probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
         model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)

@@ -46,6 +46,18 @@ def test_folder_and_card(trained):
     assert portable_command(results["command"]) in card.text and "/work" not in card.text.split("## Reproduce")[1]
 
 
+def test_card_says_when_its_run_did_not_fit(trained):
+    from timm_rllm.export import model_card
+
+    root, results = trained
+    config = json.loads((root / "export" / "config.json").read_text())
+    fitted = {**results, "constant_train_loss": 2 * results["history"][-1]["train_loss"]}  # well below it
+    assert "Did not fit" not in model_card(config, fitted)
+    stuck = {**results, "constant_train_loss": results["history"][-1]["train_loss"]}  # ended at the input-blind loss
+    assert f"the published weights are its validation-selected epoch {results['selected_epoch']}" in \
+        model_card(config, stuck)
+
+
 def test_portable_command():
     """Cards show a recorded command without the recording machine's interpreter folder or data folder."""
     assert portable_command("/usr/x/bin/timm-rllm train --data-dir ../shared/data/medmnist --epochs 3") == \

@@ -174,8 +174,15 @@ model-index:
         params_line = (f"{rl['params'] / 1e6:.2f} M (trained as {results['params_trainable'] / 1e6:.2f} M with the "
                        f"auxiliary branch{block_params})")
         tensors_line = "no: the block is not used at inference"
-    collapsed = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
-                 "majority-class rate.\n" if results.get("collapsed") else "")
+    flags = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
+             "majority-class rate.\n" if results.get("collapsed") else "")
+    from .train.report import constant_train_loss, did_not_fit
+
+    if did_not_fit(results):  # the selected epoch can predate it; say so, the sweep table counts these runs
+        flags += (f"\n**Did not fit**: this run ended training at the loss of an input-blind prediction "
+                  f"({results['history'][-1]['train_loss']:.3f}; the best constant prediction scores "
+                  f"{constant_train_loss(results):.3f}); the published weights are its validation-selected "
+                  f"epoch {results['selected_epoch']}.\n")
     command = portable_command(results["command"])
     method = ("(trained with an auxiliary branch through a frozen LLM decoder layer, as Bai et al., AAAI 2025, "
               "propose; the branch is not part of this model)" if trained_with else
@@ -205,7 +212,7 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 |---|---|---|---|
 {val_row}
 {test_row}
-{collapsed}
+{flags}
 Protocol: the epoch is chosen on the validation split, the test split is scored once with it; ACC
 and AUC as `medmnist.Evaluator` computes them. One seed ({seed}); the sweep in `benchmarks/`
 reports mean and spread over seeds. Trained on {env['processor']} ({env['cpu_count']} CPUs,

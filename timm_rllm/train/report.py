@@ -112,12 +112,19 @@ def constant_train_loss(run: dict[str, Any]) -> float | None:
     return constant_loss(criterion, train.labels, train.task, train.num_classes)
 
 
+def did_not_fit(run: dict[str, Any], constant: float | None = None) -> bool | None:
+    """Whether a run ended training at (or above) the loss of the best input-blind prediction (``constant``,
+    default: the run's own); None when either loss is unknown."""
+    constant = constant_train_loss(run) if constant is None else constant
+    if constant is None or not run.get("history"):
+        return None
+    return run["history"][-1]["train_loss"] >= NO_FIT * constant
+
+
 def no_fit_tally(runs: list[dict[str, Any]], constant: float | None) -> str:
-    """``k/n``: how many runs ended training at (or above) the loss of the best input-blind prediction."""
-    known = [r["history"][-1]["train_loss"] for r in runs if r.get("history")]
-    if constant is None or not known:
-        return "n/a"
-    return f"{sum(loss >= NO_FIT * constant for loss in known)}/{len(known)}"
+    """``k/n``: how many runs did not fit (see :func:`did_not_fit`); one shared input-blind loss."""
+    known = [flag for r in runs if constant is not None and (flag := did_not_fit(r, constant)) is not None]
+    return f"{sum(known)}/{len(known)}" if known else "n/a"
 
 
 def _pair(a: list[dict] | None, b: list[dict] | None, metric: str, a_name: str, b_name: str) -> Paired | None:
