@@ -376,6 +376,7 @@ def test_quickstart_reuses_finished_runs(tmp_path, capsys):
     assert cli(["quickstart", "--epochs", "1", "--out", str(out)]) == 0
     first = capsys.readouterr()
     assert "| test BACC |" in first.out and "collapsed" in first.out and "img/s" not in first.out
+    assert "last train loss (input-blind)" in first.out
     assert cli(["quickstart", "--epochs", "1", "--out", str(out)]) == 0
     again = capsys.readouterr()
     assert again.err.count("reusing the finished run") == 2 and again.out == first.out

@@ -221,6 +221,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     """The main job: plain ViT vs R-LLM ViT (embedded SmolLM2 block) on the bundled BreastMNIST."""
     from .train import TrainConfig, fit
     from .train.engine import finished_results, resolve_amp
+    from .train.report import constant_train_loss, did_not_fit
 
     amp = resolve_amp("auto")  # bf16 where the hardware has it, else fp32 (emulated bf16 is many times slower)
     block = {} if amp == "bf16" else {"llm_dtype": "float32"}
@@ -240,13 +241,17 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         rows.append((name, fit(cfg, out, resume=not args.no_resume)))
     print(f"\nBreastMNIST test split, scored once with the epoch chosen on validation; seed {args.seed}; "
           f"results in {args.out}/")
-    print("| model | trainable params | test ACC | test BACC | test AUC | val AUC | epoch | collapsed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | trainable params | test ACC | test BACC | test AUC | val AUC | epoch | last train loss "
+          "(input-blind) | collapsed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         t = r["test"]
         collapsed = "**yes: predicts one class**" if r.get("collapsed") else "no"
+        # a model that learned nothing ends at the loss of the best constant prediction
+        loss = f"{r['history'][-1]['train_loss']:.3f} ({constant_train_loss(r):.3f})"
+        loss += " **did not fit**" if did_not_fit(r) else ""
         print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * t['acc']:.2f} | {100 * t['bacc']:.2f} | "
-              f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {collapsed} |")
+              f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {loss} | {collapsed} |")
     print("One seed is an anecdote: `timm-rllm sweep --variants ...` compares variants over paired seeds with "
           "confidence intervals (benchmarks/RESULTS.md).")
     return 0
