@@ -80,8 +80,8 @@ def measure(runs: Path) -> list[dict]:
             volumes = torch.stack([train[i][0] for i in range(min(PROBE, len(train)))])
         rows.append({"variant": path.parts[-3], "seed": cfg.seed, "model": cfg.model,
                      "last_train_loss": results["history"][-1]["train_loss"],
-                     "constant_train_loss": constant_train_loss(results), "did_not_fit": bool(did_not_fit(results)),
-                     "test_auc": results["test"]["auc"], **probe(model, volumes)})
+                     "constant_train_loss": constant_train_loss(results), "did_not_fit": did_not_fit(results),
+                     "test_auc": (results["test"] or {}).get("auc"), **probe(model, volumes)})
         print(f"{rows[-1]['variant']} seed {cfg.seed}: {rows[-1]}", flush=True)
     return rows
 
@@ -93,12 +93,13 @@ def render(rows: list[dict], runs: Path) -> str:
     lines = ["| variant | seed | last train loss | did not fit | slices | temporal | booster | head input | "
              "logit std | test AUC (selected epoch) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        flag = "yes" if r["did_not_fit"] else ""
+        flag = {True: "yes", False: "", None: "n/a"}[r["did_not_fit"]]
+        auc = "" if r["test_auc"] is None else f"{100 * r['test_auc']:.2f}"
         lines.append(f"| {r['variant']} | {r['seed']} | {r['last_train_loss']:.3f} | {flag} | "
-                     f"{' | '.join(cell(r[s]) for s in STAGES)} | {r['logit_std']:.4f} | {100 * r['test_auc']:.2f} |")
+                     f"{' | '.join(cell(r[s]) for s in STAGES)} | {r['logit_std']:.4f} | {auc} |")
     lines += ["", "| runs | n | slices | temporal | head input | logit std |", "|---|---|---|---|---|---|"]
-    for label, group in (("fitted", [r for r in rows if not r["did_not_fit"]]),
-                         ("did not fit", [r for r in rows if r["did_not_fit"]])):
+    for label, group in (("fitted", [r for r in rows if r["did_not_fit"] is False]),
+                         ("did not fit", [r for r in rows if r["did_not_fit"] is True])):
         if group:
             stats = [mean_std([r[k] for r in group]) for k in ("slices", "temporal", "pre_logits", "logit_std")]
             lines.append(f"| {label} | {len(group)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in stats) + " |")

@@ -3,8 +3,8 @@
     python benchmarks/make_hub_cards.py [--results benchmarks/results/medmnist]
 
 For each dataset and each boosted variant of the sweep, the seed whose run has the best
-validation AUC among the runs that fit (see the sweep table's "did not fit") is the checkpoint to publish
-(selection never looks at the test split); its
+validation AUC is the checkpoint to publish, preferring runs that fit (see the sweep table's "did not fit";
+a card says so when none did); selection never looks at the test split. Its
 folder gets ``config.json`` (timm's Hub format, with the LLM block's source, layer and digest) and
 ``README.md`` (the card, with that run's numbers and command). Weights are not committed: the
 card's command reproduces them, and `timm-rllm export RUN --out DIR` writes the full folder.
@@ -39,7 +39,7 @@ def main() -> None:
             runs.setdefault((path.parts[-4], variant), []).append(r)
     for (_, variant), results in runs.items():
         # runs that fit first (a train-split criterion), then the best validation AUC
-        best = max(results, key=lambda r: (not did_not_fit(r), r["val"]["auc"], r["val"]["acc"]))
+        best = max(results, key=lambda r: (did_not_fit(r) is not True, r["val"]["auc"], r["val"]["acc"]))
         cfg = TrainConfig(**best["config"])
         probe = MedMNISTSplit(cfg.dataset, "val", cfg.size, cfg.data_dir)
         model = build_model(cfg, probe.num_classes, cfg.in_chans or probe.in_chans)

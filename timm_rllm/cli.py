@@ -248,7 +248,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         t = r["test"]
         collapsed = "**yes: predicts one class**" if r.get("collapsed") else "no"
         # a model that learned nothing ends at the loss of the best constant prediction
-        loss = f"{r['history'][-1]['train_loss']:.3f} ({constant_train_loss(r):.3f})"
+        constant = constant_train_loss(r)
+        loss = f"{r['history'][-1]['train_loss']:.3f} ({'n/a' if constant is None else f'{constant:.3f}'})"
         loss += " **did not fit**" if did_not_fit(r) else ""
         print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * t['acc']:.2f} | {100 * t['bacc']:.2f} | "
               f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {loss} | {collapsed} |")

@@ -519,7 +519,8 @@ def _fit(cfg: TrainConfig, out: Path, device: torch.device, resume: bool, progre
         "val_collapsed": val_pred.get("collapsed"),
         "val_pred_counts": val_pred.get("pred_counts"),
         # the train loss of the best input-blind prediction: a run whose loss stays there learned nothing
-        "constant_train_loss": None if mixup else constant_loss(criterion, train_ds.labels, task, num_classes),
+        "constant_train_loss": None if mixup or sampler is not None else constant_loss(criterion, train_ds.labels,
+                                                                                        task, num_classes),
         "train_time_s": train_time,
         "train_images_per_s": train_images * world / train_time if train_time else None,
         "world_size": world,

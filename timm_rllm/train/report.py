@@ -11,6 +11,7 @@ The runs come from :mod:`timm_rllm.train.sweep`; charts need matplotlib (the ``p
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from pathlib import Path
@@ -98,17 +99,25 @@ def _recipe(variants: dict) -> dict:
 
 def constant_train_loss(run: dict[str, Any]) -> float | None:
     """The train loss of the best input-blind prediction under the run's loss: from its results file, or (files
-    that predate the field) from the train split's labels; None with Mixup/CutMix or when the file is not at hand."""
+    that predate the field) from the train split's labels; None with Mixup/CutMix or the balanced sampler (their
+    batches are not the split's label mix), or when the data file is not at hand."""
     if "constant_train_loss" in run:
         return run["constant_train_loss"]
-    cfg = TrainConfig(**{**TrainConfig.defaults(), **run["config"]})
-    if cfg.mixup or cfg.cutmix:
+    cfg = run["config"]
+    if cfg.get("mixup") or cfg.get("cutmix") or cfg.get("balance") == "sampler":
         return None
+    return _constant_from_labels(cfg["dataset"], cfg.get("size", 28), cfg.get("data_dir"), cfg.get("balance", "none"),
+                                 cfg.get("label_smoothing", TrainConfig.label_smoothing))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_from_labels(dataset: str, size: int, data_dir: str | None, balance: str,
+                          label_smoothing: float) -> float | None:
     try:
-        train = MedMNISTSplit(cfg.dataset, "train", cfg.size, cfg.data_dir, download=False)
+        train = MedMNISTSplit(dataset, "train", size, data_dir, download=False)
     except DataError:
         return None
-    criterion = build_criterion(cfg.balance, train.task, train.labels, train.num_classes, cfg.label_smoothing, False)
+    criterion = build_criterion(balance, train.task, train.labels, train.num_classes, label_smoothing, False)
     return constant_loss(criterion, train.labels, train.task, train.num_classes)
 
 
@@ -121,9 +130,9 @@ def did_not_fit(run: dict[str, Any], constant: float | None = None) -> bool | No
     return run["history"][-1]["train_loss"] >= NO_FIT * constant
 
 
-def no_fit_tally(runs: list[dict[str, Any]], constant: float | None) -> str:
-    """``k/n``: how many runs did not fit (see :func:`did_not_fit`); one shared input-blind loss."""
-    known = [flag for r in runs if constant is not None and (flag := did_not_fit(r, constant)) is not None]
+def no_fit_tally(runs: list[dict[str, Any]]) -> str:
+    """``k/n``: how many runs did not fit (see :func:`did_not_fit`), of those where it is known."""
+    known = [flag for r in runs if (flag := did_not_fit(r)) is not None]
     return f"{sum(known)}/{len(known)}" if known else "n/a"
 
 
@@ -147,8 +156,8 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     for dataset, variants in found.items():
         plain = variants.get("plain")
         recipe = _recipe(variants)
-        # one loss and one set of labels per dataset (the recipe is shared): any run's file will do
-        constants[dataset] = constant = constant_train_loss(next(iter(variants.values()))[0])
+        constants[dataset] = sorted({round(c, 3) for runs in variants.values() for r in runs
+                                     if (c := constant_train_loss(r)) is not None})
         for variant in [v for v in VARIANTS if v in variants]:
             runs = variants[variant]
             values = {m: by_seed(runs, "test", m) for m in ("acc", "bacc", "auc")}
@@ -162,7 +171,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             # the training split's loss at the last epoch (the deployed path's): a model that never fit shows here
             losses = {r["config"]["seed"]: r["history"][-1]["train_loss"] for r in runs if r.get("history")}
             loss = _pm(mean_std(list(losses.values())), 3) if losses else "n/a"
-            no_fit = no_fit_tally(runs, constant)
+            no_fit = no_fit_tally(runs)
             lines.append(f"| {dataset} | {_label(variant, runs)}{flag} | {len(runs)} | {pm['acc']} | {pm['bacc']} | "
                          f"{pm['auc']} | {loss} | {no_fit} | {shown.get('acc', '')} | {shown.get('auc', '')} | "
                          f"{tally} | {epochs} |")
@@ -175,7 +184,8 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                 "model": runs[0]["config"]["model"], "seeds": [r["config"]["seed"] for r in runs],
                 "test_acc_mean": acc[0], "test_acc_std": acc[1], "test_auc_mean": auc[0], "test_auc_std": auc[1],
                 "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
-                "collapsed": tally, "last_train_loss": losses, "constant_train_loss": constant, "did_not_fit": no_fit,
+                "collapsed": tally, "last_train_loss": losses, "did_not_fit": no_fit,
+                "constant_train_loss": {r["config"]["seed"]: constant_train_loss(r) for r in runs},
                 "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
                                     for m, d in deltas.items()},
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
@@ -201,13 +211,14 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     if first:
         for dataset, variants in found.items():  # every variant of a dataset shares its recipe (notes say otherwise)
             header += [f"Recipe, {dataset}: `{json.dumps(_recipe(variants))}`", ""]
-            if constants[dataset] is not None:
-                header += [f"Train loss of the best input-blind prediction, {dataset}: {constants[dataset]:.3f}.", ""]
+            if constants[dataset]:
+                shown = " / ".join(f"{c:.3f}" for c in constants[dataset])
+                header += [f"Train loss of the best input-blind prediction, {dataset}: {shown}.", ""]
         header += [f"{_hardware(first['environment'])} Test metrics are of the epoch chosen on the validation split; "
                    "mean ± std over seeds, in percent. last train loss: the training split's loss at the last "
                    "epoch. did not fit: runs whose last train loss is at least 99% of the best input-blind "
                    "prediction's (constant logits fitted to the train labels under the run's loss): they learned "
-                   "nothing from the images. Δ: mean over seeds of (variant - "
+                   "next to nothing from the images. Δ: mean over seeds of (variant - "
                    "plain) on the same seed, 95% CI from the paired t distribution. collapsed: runs whose selected "
                    "model predicts one class for the whole test split (BACC then 50% for binary tasks).", ""]
     text = "\n".join(header + lines) + "\n"
