@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = args.runs.resolve()
     name = args.name or runs.parent.name
-    torch.manual_seed(0)
     rows = measure(runs)
     if not rows:
         print(f"no finished ViViT run with its last.pth under {runs}", file=sys.stderr)

@@ -250,7 +250,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         # a model that learned nothing ends at the loss of the best constant prediction
         constant = constant_train_loss(r)
         loss = f"{r['history'][-1]['train_loss']:.3f} ({'n/a' if constant is None else f'{constant:.3f}'})"
-        loss += " **did not fit**" if did_not_fit(r) else ""
+        loss += " **did not fit**" if did_not_fit(r, constant) else ""
         print(f"| {name} | {r['params_trainable'] / 1e6:.2f} M | {100 * t['acc']:.2f} | {100 * t['bacc']:.2f} | "
               f"{100 * t['auc']:.2f} | {100 * r['val']['auc']:.2f} | {r['selected_epoch']} | {loss} | {collapsed} |")
     print("One seed is an anecdote: `timm-rllm sweep --variants ...` compares variants over paired seeds with "

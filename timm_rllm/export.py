@@ -176,7 +176,7 @@ model-index:
         tensors_line = "no: the block is not used at inference"
     flags = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
              "majority-class rate.\n" if results.get("collapsed") else "")
-    from .train.report import constant_train_loss, did_not_fit
+    from .train.report import constant_train_loss, did_not_fit  # here: the report module pulls in scipy
 
     if did_not_fit(results):  # the selected epoch can predate it; say so, the sweep table counts these runs
         flags += (f"\n**Did not fit**: this run ended training at the loss of an input-blind prediction "
