@@ -89,6 +89,8 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         # every candidate above had a seed whose AUC-selected epoch predicts one class on validation
         "ref-weighted-bacc": dict(balance="weighted-loss", select_on="bacc"),
         "ref-weighted-long": dict(balance="weighted-loss", epochs_factor=2.0),
+        # boosted runs often did not fit under ref-weighted-bacc; at half its lr two of them did (a diagnostic)
+        "ref-weighted-bacc-halflr": dict(balance="weighted-loss", select_on="bacc", lr=2.5e-4),
     },
 }
 TIE = 0.01  # validation AUC points: closer than this counts as a tie
@@ -99,7 +101,7 @@ def dim(dataset: str) -> str:
 
 
 def candidate_config(dataset: str, name: str, seed: int, data_dir: str | None = None,
-                     epochs: int | None = None, amp: str = "auto") -> TrainConfig:
+                     epochs: int | None = None, amp: str = "none") -> TrainConfig:
     """The TrainConfig of one candidate run: architecture, BASE, the candidate's overrides; test never scored.
     ``amp="auto"``: bf16 where the hardware runs it natively, else fp32 (`engine.resolve_amp`)."""
     d = dim(dataset)
@@ -149,7 +151,7 @@ def _overrides(dataset: str, name: str) -> dict[str, Any]:
     return dict(CANDIDATES[dim(dataset)][name])
 
 
-def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None, amp: str = "auto") -> str:
+def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None, amp: str = "none") -> str:
     """search.json and search.md of one dataset, from its run folders (validation numbers only). A run folder
     whose config is no longer its candidate's (the dict was edited) is left out and listed as stale."""
     folder = out / dataset
@@ -225,8 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (recorded in every file)")
     p.add_argument("--epochs", type=int, default=None, help="override the dataset's reference epochs")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
-                   help="auto: bf16 where the hardware runs it natively (CUDA, CPUs with bf16), else none (fp32)")
+    p.add_argument("--amp", default="none", choices=["auto", "bf16", "none"],
+                   help="none (fp32, every committed search run's: a run of another precision is another candidate "
+                        "and shows as stale); auto: bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--only", default=None, help="run just this candidate (the report covers all that have run)")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)

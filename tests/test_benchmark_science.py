@@ -467,6 +467,28 @@ def test_a_sweep_takes_seeds_not_seed(tmp_path):
     assert parse_args(["train", "--seed", "3", "--out", str(tmp_path)]).seed == 3
 
 
+def test_a_sweep_refuses_a_second_recipe_in_its_folder(tmp_path, monkeypatch):
+    """Runs of one sweep folder are paired by seed: a plan whose recipe differs from the finished runs' (here
+    ``--amp auto`` read as bf16 on a CPU with native bf16, where the folder's runs are fp32) is refused before any
+    run starts, naming the field; another variant, seed or dataset of the same recipe is fine."""
+    from timm_rllm.train import sweep
+
+    base = TrainConfig(dataset="breastmnist", amp="none", epochs=30)
+    done = tmp_path / "breastmnist" / "plain" / "seed0"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text(json.dumps({"config": base.to_dict()}))
+    monkeypatch.setattr(sweep, "fit", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(ValueError, match=r"breastmnist/gemma3/seed0 .*amp: 'bf16' here, 'none' there.*--amp none"):
+        sweep.run_plan(sweep.plan_variants(dataclasses.replace(base, amp="bf16"), ["breastmnist"], ["gemma3"], [0]),
+                       tmp_path)
+    with pytest.raises(ValueError, match=r"epochs: 20 here, 30 there"):
+        sweep.check_one_recipe(sweep.plan_variants(dataclasses.replace(base, epochs=20), ["breastmnist"], ["rllm"],
+                                                   [1]), tmp_path)
+    sweep.check_one_recipe(sweep.plan_variants(base, ["breastmnist"], ["gemma3", "resnet"], [0, 3]), tmp_path)
+    sweep.check_one_recipe(sweep.plan_variants(dataclasses.replace(base, epochs=20), ["retinamnist"], ["rllm"],
+                                               [0]), tmp_path)
+
+
 def test_fit_probe_finds_where_the_features_stop_varying():
     """benchmarks/fit_probe.py: the spread across inputs is 0 where every input gives the same feature."""
     probe = _benchmark("fit_probe")

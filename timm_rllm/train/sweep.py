@@ -15,6 +15,7 @@ findings and charts are rendered from those files only (:mod:`timm_rllm.train.re
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -126,8 +127,39 @@ def plan_layers(base: TrainConfig, llms: list[str], layers: list[str], seeds: li
     return runs
 
 
+# what may differ between the runs of one sweep: what a variant or a seed changes, and where a run reads and runs
+PER_RUN = ("model", "model_kwargs", "seed", "data_dir", "workers", "device")
+
+
+def check_one_recipe(runs: list[tuple[str, TrainConfig]], out: str | Path) -> None:
+    """Refuse, before any run, a plan whose recipe differs from that of runs already finished in ``out`` on the
+    same data: the report pairs them by seed, so a second recipe (e.g. ``--amp auto`` read as bf16 on another
+    machine, fp32 before) would be compared as if it were a variant's effect."""
+    recorded: dict[tuple, tuple[Path, dict]] = {}
+    defaults = TrainConfig.defaults()
+    for path in sorted(Path(out).rglob("results.json")):
+        try:
+            config = {**defaults, **json.loads(path.read_text())["config"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run's results file; `fit` says what is wrong with a run's own
+        recorded.setdefault((config["dataset"], config["size"], config["score_test"]), (path.parent, config))
+    for name, cfg in runs:
+        planned = cfg.to_dict()
+        if (found := recorded.get((cfg.dataset, cfg.size, cfg.score_test))) is None:
+            continue
+        where, config = found
+        if diff := [k for k in planned if k not in PER_RUN and planned[k] != config[k]]:
+            raise ValueError(
+                f"{name} would not share the recipe of {where} ("
+                + ", ".join(f"{k}: {planned[k]!r} here, {config[k]!r} there" for k in diff)
+                + "): runs of one sweep are paired by seed, so pass the recorded options (e.g. --amp "
+                f"{config['amp']}) or use another --out")
+
+
 def run_plan(runs: list[tuple[str, TrainConfig]], out: str | Path) -> None:
-    """Fit every run into ``out/NAME`` (finished ones are skipped, an interrupted one resumes)."""
+    """Fit every run into ``out/NAME`` (finished ones are skipped, an interrupted one resumes), after checking
+    that they share the recipe of the runs already in ``out`` (`check_one_recipe`)."""
+    check_one_recipe(runs, out)
     for name, cfg in runs:
         r = fit(cfg, Path(out) / name, resume=True, progress=False)
         scores = r["test"] or r["val"]  # with --no-score-test, the validation split's
