@@ -33,6 +33,7 @@ from _report import update_results
 from timm_rllm._io import atomic_write_json, atomic_write_text
 from timm_rllm.train import TrainConfig, fit
 from timm_rllm.train.engine import resolve_amp
+from timm_rllm.train.report import cpu_kinds
 from timm_rllm.train.scoring import collapse_tally
 
 ROOT = Path(__file__).resolve().parent
@@ -156,7 +157,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
     whose config is no longer its candidate's (the dict was edited) is left out and listed as stale."""
     folder = out / dataset
     summary: dict[str, dict[str, Any]] = {}
-    env, threads, stale = None, set(), []
+    envs, threads, stale = [], set(), []
     for name in CANDIDATES[dim(dataset)]:
         runs = []
         for path in sorted((folder / name).glob("seed*/results.json")):
@@ -171,7 +172,7 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
             threads.add(r["environment"]["torch_threads"])
         if runs:
             summary[name] = {"overrides": _overrides(dataset, name), **summarize(runs)}
-            env = env or runs[0]["environment"]
+            envs += [r["environment"] for r in runs]
     chosen = choose(summary)
     arch = ARCH[dim(dataset)]
     skip = ("seed", "data_dir", "dataset", "score_test")
@@ -181,7 +182,8 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
         "rule": f"no seed collapsed on validation (unless every candidate has one), then best mean validation AUC; "
                 f"within {TIE} points, fewer epochs; then CANDIDATES order",
         "split_policy": "validation only: every run has score_test=False (the test split is never loaded)",
-        "torch_threads": sorted(threads), "environment": env, "candidates": summary, "stale_runs": stale,
+        "torch_threads": sorted(threads), "environment": envs[0] if envs else None, "candidates": summary,
+        "stale_runs": stale,
         "chosen": chosen,
         "chosen_config": None if chosen is None else {k: v for k, v in dataclasses.asdict(candidate_config(
             dataset, chosen, 0, None, epochs, amp)).items() if k not in skip},
@@ -197,11 +199,12 @@ def render(out: Path, dataset: str, seeds: list[int], epochs: int | None = None,
              f"Seeds {', '.join(map(str, seeds))} per candidate; numbers are the validation split's at the epoch "
              "chosen on it, mean ± std over seeds, in percent. The test split was never loaded. "
              f"Choice: {record['rule']}.", ""]
-    if env:
+    if envs:
+        env = envs[0]
         lines += [f"Hardware: {env.get('cpu_model') or env['processor']}, {env['cpu_count']} CPUs, "
                   f"torch threads {'/'.join(map(str, sorted(threads)))}, CUDA: {env['cuda']}; torch {env['torch']}, "
-                  f"timm {env['timm']}. At a fixed thread count a run repeats bit for bit on this machine; another "
-                  "thread count can change the numbers slightly.", ""]
+                  f"timm {env['timm']}{cpu_kinds(envs)}. At a fixed thread count a run repeats bit for bit on the "
+                  "kind of CPU that ran it; another thread count or CPU can change the numbers slightly.", ""]
     lines += ["| candidate | overrides | epochs | seeds | val AUC | val ACC | val BACC | val collapsed | "
               "selected epochs | train s/run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():

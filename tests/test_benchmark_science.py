@@ -434,8 +434,9 @@ def test_rerun_comparison_ignores_only_wall_clock():
 
 
 def test_the_3d_recipe_is_the_one_the_search_chose():
-    """benchmarks/recipes/medmnist3d_adrenal.yaml's plain run is the recipe search's chosen config (validation only),
-    with the test split scored once; every variant shares it."""
+    """benchmarks/recipes/medmnist3d_adrenal_halflr.yaml's plain run is the recipe search's chosen config (validation
+    only), with the test split scored once; every variant shares it. (medmnist3d_adrenal.yaml was the search's
+    earlier pick, at twice the learning rate.)"""
     from pathlib import Path
 
     from timm_rllm.cli import _train_config, parse_args
@@ -443,15 +444,19 @@ def test_the_3d_recipe_is_the_one_the_search_chose():
 
     root = Path(__file__).resolve().parents[1]
     search = json.loads((root / "benchmarks/results/recipe_search/adrenalmnist3d/search.json").read_text())
-    args = parse_args(["sweep", "--config", str(root / "benchmarks/recipes/medmnist3d_adrenal.yaml"),
-                       "--amp", "none"], _benchmark("medmnist_sweep").DEFAULTS)
+    args = parse_args(["sweep", "--config", str(root / "benchmarks/recipes/medmnist3d_adrenal_halflr.yaml")],
+                      _benchmark("medmnist_sweep").DEFAULTS)
     runs = dict(plan_variants(_train_config(args), [args.dataset], args.variants.split(","), [0],
                               backbone=args.backbone, size=args.backbone_size))
     plain = dataclasses.asdict(runs["adrenalmnist3d/plain/seed0"])
     assert {k: plain[k] for k in search["chosen_config"]} == search["chosen_config"]
     assert plain["score_test"] and plain["dataset"] == "adrenalmnist3d"
     for name, cfg in runs.items():
-        assert (cfg.epochs, cfg.lr, cfg.balance, cfg.select_on) == (20, 5e-4, "weighted-loss", "bacc"), name
+        assert (cfg.epochs, cfg.lr, cfg.balance, cfg.select_on) == (20, 2.5e-4, "weighted-loss", "bacc"), name
+    assert search["chosen"] == "ref-weighted-bacc-halflr"
+    earlier = parse_args(["sweep", "--config", str(root / "benchmarks/recipes/medmnist3d_adrenal.yaml")],
+                         _benchmark("medmnist_sweep").DEFAULTS)
+    assert dataclasses.replace(_train_config(earlier), lr=2.5e-4) == _train_config(args)
 
 
 def test_a_sweep_takes_seeds_not_seed(tmp_path):

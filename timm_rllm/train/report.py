@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,18 @@ def _delta(d: Paired) -> str:
     return f"{d.delta:+.2f}" + (f" ({d.ci})" if d.ci else "")
 
 
-def _hardware(env: dict[str, Any]) -> str:
+def cpu_kinds(envs: list[dict[str, Any]]) -> str:
+    """"" where every run ran on one kind of CPU, else how many ran on each (model and SIMD level): at one thread
+    count a run repeats bit for bit only on the kind of CPU that ran it."""
+    kinds = Counter(f"{e.get('cpu_model')} {e.get('cpu_capability')}" for e in envs)
+    return "; runs per CPU: " + ", ".join(f"{k} {n}" for k, n in kinds.items()) if len(kinds) > 1 else ""
+
+
+def _hardware(envs: list[dict[str, Any]]) -> str:
+    env = envs[0]
     cpu = f" ({env['cpu_model']}, {env['torch_threads']} torch threads)" if env.get("cpu_model") else ""
     return (f"Hardware: {env['processor']}{cpu}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
-            f"timm {env['timm']}.")
+            f"timm {env['timm']}{cpu_kinds(envs)}.")
 
 
 # ---- variant sweeps
@@ -194,7 +203,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                 notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
         # the boosted model against each control, then the other ways of using the block against it
         pairs = [("rllm", c) for c in ("mlp", "linear", "random", BASELINE)]
-        pairs += [(o, "rllm") for o in ("rllm_prenorm", "aux", "tuned")]
+        pairs += [(o, "rllm") for o in ("gemma3", "rllm_prenorm", "aux", "tuned")]  # another LLM, other uses
         for a, b in [(a, b) for a, b in pairs if a in variants and b in variants]:
             for m in ("acc", "auc"):
                 if d := _pair(variants[a], variants[b], m, a, b):
@@ -214,7 +223,8 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             if constants[dataset]:
                 shown = " / ".join(f"{c:.3f}" for c in constants[dataset])
                 header += [f"Train loss of the best input-blind prediction, {dataset}: {shown}.", ""]
-        header += [f"{_hardware(first['environment'])} Test metrics are of the epoch chosen on the validation split; "
+        envs = [r["environment"] for v in found.values() for rs in v.values() for r in rs]
+        header += [f"{_hardware(envs)} Test metrics are of the epoch chosen on the validation split; "
                    "mean ± std over seeds, in percent. last train loss: the training split's loss at the last "
                    "epoch. did not fit: runs whose last train loss is at least 99% of the best input-blind "
                    "prediction's (constant logits fitted to the train labels under the run's loss): they learned "
@@ -385,9 +395,9 @@ def render_layers(out: str | Path) -> str:
                      f"{st['collapsed']} |")
     first = next(iter(groups.values()))[0]
     cfg = {k: v for k, v in first["config"].items() if k not in ("model", "seed", "model_kwargs", "data_dir")}
-    env = first["environment"]
+    envs = [r["environment"] for rs in groups.values() for r in rs]
     header = [f"Recipe: `{json.dumps(cfg)}`", "",
-              f"{_hardware(env)} Each run's test metrics are of the epoch chosen on its validation split; "
+              f"{_hardware(envs)} Each run's test metrics are of the epoch chosen on its validation split; "
               "mean ± std over seeds, in percent. `layer N` counts from 0; the random block has the last layer's "
               "shapes and random weights.", ""]
     text = "\n".join(header + lines + [""] + findings(stats)) + "\n"
