@@ -143,7 +143,7 @@ def chart(record: dict[str, Any], path: Path) -> None:
                                 "booster's share of the global norm"), strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
-        ax.set_yscale("log" if title.startswith("global") else "linear")
+        ax.set_yscale("linear" if title.startswith("booster") else "log")
     axes[0].axhline(record["clip"], color="k", lw=0.5, ls="--")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
