@@ -58,6 +58,18 @@ def test_card_says_when_its_run_did_not_fit(trained):
         model_card(config, stuck)
 
 
+def test_card_of_a_fine_tuned_block(trained):
+    """A fine-tuned block is saved with the model: its card must not call it frozen or re-attached."""
+    from timm_rllm.export import model_card
+
+    root, results = trained
+    config = json.loads((root / "export" / "config.json").read_text())
+    assert "frozen LLM decoder layer" in model_card(config, results)
+    config["model_args"]["llm_trainable"] = True
+    card = model_card(config, results)
+    assert "fine-tuned" in card and "frozen LLM decoder layer" not in card and "re-attached" not in card
+
+
 def test_portable_command():
     """Cards show a recorded command without the recording machine's interpreter folder or data folder."""
     assert portable_command("/usr/x/bin/timm-rllm train --data-dir ../shared/data/medmnist --epochs 3") == \

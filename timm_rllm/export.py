@@ -170,6 +170,9 @@ model-index:
                     if results.get("llm_block_params") else "")
     params_line = f"{results['params_trainable'] / 1e6:.2f} M trainable{block_params}"
     tensors_line = "yes" if rl.get("llm_tensors_included") else "no: re-attached from the block cache"
+    tuned = config["model_args"].get("llm_trainable")  # the fine-tuned block is a parameter, in the state_dict
+    if tuned:
+        tensors_line = "yes: the fine-tuned block is in model.safetensors (the cached block only builds it)"
     if trained_with:
         params_line = (f"{rl['params'] / 1e6:.2f} M (trained as {results['params_trainable'] / 1e6:.2f} M with the "
                        f"auxiliary branch{block_params})")
@@ -186,6 +189,8 @@ model-index:
     command = portable_command(results["command"])
     method = ("(trained with an auxiliary branch through a frozen LLM decoder layer, as Bai et al., AAAI 2025, "
               "propose; the branch is not part of this model)" if trained_with else
+              "(R-LLM with its LLM decoder layer fine-tuned, the paper's \"R-LLM fine-tuned\"; Lai et al., arXiv "
+              "2403.17343)" if tuned else
               "(R-LLM: a frozen LLM decoder layer as a residual booster inside the ViT; Lai et al., arXiv 2403.17343)")
     usage_import = ("import timm_rllm  # registers the architectures; re-attaches the LLM block from its cache\n"
                     if rl.get("llm") or not is_timm_model(arch) else "")
