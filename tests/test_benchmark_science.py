@@ -459,6 +459,29 @@ def test_the_3d_recipe_is_the_one_the_search_chose():
     assert dataclasses.replace(_train_config(earlier), lr=2.5e-4) == _train_config(args)
 
 
+@pytest.mark.parametrize("dataset,recipe,chosen", [("retinamnist", "medmnist2d_retina", "hflip")])
+def test_a_2d_recipe_is_the_one_the_search_chose(dataset, recipe, chosen):
+    """A 2D benchmark recipe's plain run is its recipe search's chosen config (validation only), with the test split
+    scored once; every variant shares it but for the model."""
+    from pathlib import Path
+
+    from timm_rllm.cli import _train_config, parse_args
+    from timm_rllm.train.sweep import plan_variants
+
+    root = Path(__file__).resolve().parents[1]
+    search = json.loads((root / f"benchmarks/results/recipe_search/{dataset}/search.json").read_text())
+    assert search["chosen"] == chosen
+    args = parse_args(["sweep", "--config", str(root / f"benchmarks/recipes/{recipe}.yaml")],
+                      _benchmark("medmnist_sweep").DEFAULTS)
+    runs = dict(plan_variants(_train_config(args), [args.dataset], args.variants.split(","), [0]))
+    plain = dataclasses.asdict(runs[f"{dataset}/plain/seed0"])
+    assert {k: plain[k] for k in search["chosen_config"]} == search["chosen_config"]
+    assert plain["score_test"] and plain["dataset"] == dataset
+    shared = {k: v for k, v in plain.items() if k not in ("model", "model_kwargs")}
+    for name, cfg in runs.items():
+        assert {k: v for k, v in dataclasses.asdict(cfg).items() if k in shared} == shared, name
+
+
 def test_a_sweep_takes_seeds_not_seed(tmp_path):
     """A sweep runs ``--seeds``; the single ``seed`` of `train` is not read there (it was silently ignored): on the
     command line it is argparse's abbreviation of ``--seeds``, in a recipe an error."""
