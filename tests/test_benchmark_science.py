@@ -459,7 +459,8 @@ def test_the_3d_recipe_is_the_one_the_search_chose():
     assert dataclasses.replace(_train_config(earlier), lr=2.5e-4) == _train_config(args)
 
 
-@pytest.mark.parametrize("dataset,recipe,chosen", [("retinamnist", "medmnist2d_retina", "hflip")])
+@pytest.mark.parametrize("dataset,recipe,chosen", [("retinamnist", "medmnist2d_retina", "hflip"),
+                                                   ("pneumoniamnist", "medmnist2d_pneumonia", "hflip-weighted")])
 def test_a_2d_recipe_is_the_one_the_search_chose(dataset, recipe, chosen):
     """A 2D benchmark recipe's plain run is its recipe search's chosen config (validation only), with the test split
     scored once; every variant shares it but for the model."""
