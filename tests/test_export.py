@@ -44,6 +44,9 @@ def test_folder_and_card(trained):
     metrics = {m["type"]: m["value"] for m in data["model-index"][0]["results"][0]["metrics"]}
     assert metrics == {"accuracy": round(results["test"]["acc"], 4), "roc_auc": round(results["test"]["auc"], 4)}
     assert portable_command(results["command"]) in card.text and "/work" not in card.text.split("## Reproduce")[1]
+    env = results["environment"]  # the card names the CPU model and thread count its run recorded
+    hardware = f"{env['cpu_model'] or env['processor']} ({env['cpu_count']} CPUs, {env['torch_threads']} torch"
+    assert f"Trained on {hardware}" in card.text
 
 
 def test_card_says_when_its_run_did_not_fit(trained):
