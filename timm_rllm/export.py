@@ -132,10 +132,6 @@ def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | N
     test, val = results["test"], results["val"]
     name = repo_id or f"{arch}.{config.get('pretrained_cfg', {}).get('tag') or medmnist_tag(dataset, cfg['size'])}"
     env = results["environment"]
-    # older results files predate cpu_model / torch_threads
-    hardware = (f"{env.get('cpu_model') or env['processor']} ({env['cpu_count']} CPUs"
-                + (f", {env['torch_threads']} torch thread(s)" if env.get("torch_threads") else "")
-                + f", CUDA: {env['cuda']})")
     unit = "voxels" if dataset.endswith("3d") else "px"
     size, img_size = (f"{cfg[k]}{'³' if unit == 'voxels' else ''} {unit}" for k in ("size", "img_size"))
     front = f"""---
@@ -183,6 +179,7 @@ model-index:
         tensors_line = "no: the block is not used at inference"
     flags = ("\n**Collapsed**: the selected model gives every test image the same class; read ACC as the "
              "majority-class rate.\n" if results.get("collapsed") else "")
+    from .train.engine import describe_hardware
     from .train.report import constant_train_loss, did_not_fit  # here: the report module pulls in scipy
 
     if did_not_fit(results):  # the selected epoch can predate it; say so, the sweep table counts these runs
@@ -224,7 +221,7 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 {flags}
 Protocol: the epoch is chosen on the validation split, the test split is scored once with it; ACC
 and AUC as `medmnist.Evaluator` computes them. One seed ({seed}); the sweep in `benchmarks/`
-reports mean and spread over seeds. Trained on {hardware}, torch {env['torch']}, timm {env['timm']}.
+reports mean and spread over seeds. Trained on {describe_hardware(env)}, torch {env['torch']}, timm {env['timm']}.
 
 ## Usage
 

@@ -166,6 +166,13 @@ def check_randaug(spec: str) -> None:
         raise bad from e
 
 
+def describe_hardware(env: dict[str, Any]) -> str:
+    """One run's recorded machine in words, e.g. "Intel Xeon (2 CPUs, 1 torch thread(s), CUDA: None)"; older
+    results files predate cpu_model / torch_threads."""
+    threads = f", {env['torch_threads']} torch thread(s)" if env.get("torch_threads") else ""
+    return f"{env.get('cpu_model') or env['processor']} ({env['cpu_count']} CPUs{threads}, CUDA: {env['cuda']})"
+
+
 def cpu_model() -> str | None:
     """The CPU's model name (Linux /proc/cpuinfo), which speeds and bit-level results depend on."""
     try:

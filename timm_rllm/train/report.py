@@ -21,7 +21,7 @@ from typing import Any
 from .._io import atomic_write, atomic_write_json, atomic_write_text
 from ..data import DataError, MedMNISTSplit
 from .balance import build_criterion, constant_loss
-from .engine import TrainConfig
+from .engine import TrainConfig, describe_hardware
 from .scoring import collapse_tally
 from .seed_stats import Paired, by_seed, mean_std, paired
 from .sweep import VARIANTS
@@ -56,9 +56,7 @@ def cpu_kinds(envs: list[dict[str, Any]]) -> str:
 
 def _hardware(envs: list[dict[str, Any]]) -> str:
     env = envs[0]
-    cpu = f" ({env['cpu_model']}, {env['torch_threads']} torch threads)" if env.get("cpu_model") else ""
-    return (f"Hardware: {env['processor']}{cpu}, {env['cpu_count']} CPUs, CUDA: {env['cuda']}; torch {env['torch']}, "
-            f"timm {env['timm']}{cpu_kinds(envs)}.")
+    return f"Hardware: {describe_hardware(env)}; torch {env['torch']}, timm {env['timm']}{cpu_kinds(envs)}."
 
 
 # ---- variant sweeps
