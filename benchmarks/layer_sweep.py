@@ -23,7 +23,8 @@ from timm_rllm.train.report import render_layers
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "layers"
 # sweep -> (its recipe file, whether its data is outside the package: PneumoniaMNIST is not bundled)
-SWEEPS = {"breastmnist": ("layers_breast.yaml", False), "pneumoniamnist": ("layers_pneumonia.yaml", True)}
+SWEEPS = {"breastmnist_main": ("layers_breast_main.yaml", False),  # the main benchmark's recipe
+          "breastmnist": ("layers_breast.yaml", False), "pneumoniamnist": ("layers_pneumonia.yaml", True)}
 DATA_DIR = "../shared/data/medmnist"  # where this project's sessions keep the MedMNIST files
 
 

@@ -392,9 +392,13 @@ def test_the_recipe_file_is_what_ran_the_committed_benchmark(variant, tmp_path):
         parse_args(["sweep", "--config", str(tmp_path / "bad.yaml")])
 
 
-@pytest.mark.parametrize("recipe,run", [("layers_breast", "breastmnist/smollm2/layer28-29/seed1"),
+@pytest.mark.parametrize("recipe,run", [("layers_breast_main", "breastmnist_main/smollm2/layer29/seed3"),
+                                        ("layers_breast_main", "breastmnist_main/smollm2/mlp/seed0"),
+                                        ("layers_breast_main", "breastmnist_main/plain/seed4"),
+                                        # the superseded sweeps: their block runs predate `residual` being
+                                        # named (it was the default, inner); their plain runs still resume
                                         ("layers_breast", "breastmnist/plain/seed2"),
-                                        ("layers_pneumonia", "pneumoniamnist/smollm2/random/seed0")])
+                                        ("layers_pneumonia", "pneumoniamnist/plain/seed0")])
 def test_the_layer_recipes_are_what_ran_the_committed_sweeps(recipe, run):
     from pathlib import Path
 

@@ -158,7 +158,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
 
 
 def test_layer_sweep_tiny(tmp_path):
-    from timm_rllm.train.sweep import plan_layers, resolve_layer_spec
+    from timm_rllm.train.sweep import plan_layers, resolve_layer_spec, variant_config
 
     assert resolve_layer_spec("-1", 30) == 29 and resolve_layer_spec("middle", 30) == 15
     assert resolve_layer_spec("-2..-1", 30) == [28, 29] and resolve_layer_spec("first", 18) == 0
@@ -166,6 +166,14 @@ def test_layer_sweep_tiny(tmp_path):
         resolve_layer_spec("deep", 30)
     names = [n for n, _ in plan_layers(TrainConfig(), ["smollm2", "gemma3"], ["-1", "-2..-1"], [0])]
     assert "plain/seed0" in names and "gemma3/random/seed0" in names and "smollm2/layer28-29/seed0" in names
+    # a layer sweep's runs are the variant sweep's: its last layer is `rllm` itself (so finished runs are shared),
+    # and an fp32 recipe keeps the block in fp32 at every layer
+    fp32 = TrainConfig(amp="none", seed=0)
+    planned = dict(plan_layers(fp32, ["smollm2"], ["-1", "-2"], [0]))
+    assert planned["smollm2/layer29/seed0"] == variant_config(fp32, "rllm")
+    assert planned["smollm2/mlp/seed0"] == variant_config(fp32, "mlp")
+    assert planned["smollm2/layer28/seed0"].model_kwargs == {**variant_config(fp32, "rllm").model_kwargs,
+                                                            "llm_layer": 28, "llm_dtype": "float32"}
 
     write_npz(tmp_path / "pneumoniamnist.npz", classes=2, n=(32, 16, 16))
     rc = cli(["sweep", "--dataset", "pneumoniamnist", "--data-dir", str(tmp_path), "--patch-size", "7",

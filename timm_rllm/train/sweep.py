@@ -107,23 +107,24 @@ def plan_variants(base: TrainConfig, datasets: list[str], variants: list[str], s
 
 def plan_layers(base: TrainConfig, llms: list[str], layers: list[str], seeds: list[int],
                 size: str = "tiny") -> list[tuple[str, TrainConfig]]:
-    """(run folder, TrainConfig) for every run of a layer sweep."""
+    """(run folder, TrainConfig) for every run of a layer sweep. Each run is the variant sweep's run of the same
+    name (`variant_config`): the last layer's is exactly ``rllm`` (so a finished ``rllm`` run of the same recipe
+    and seed is the same run), another layer's is ``rllm`` with ``llm_layer`` set."""
     runs = []
     for seed in seeds:
-        runs.append((f"plain/seed{seed}", dataclasses.replace(base, model=f"vit_{size}_patch16_224", seed=seed)))
+        seeded = dataclasses.replace(base, seed=seed)
+        runs.append((f"plain/seed{seed}", variant_config(seeded, "plain", size=size)))
         for llm in llms:
-            preset = get_preset(llm)
-            model = f"vit_{size}_rllm_{llm}"
-            kw = base.model_kwargs
-            runs.append((f"{llm}/mlp/seed{seed}", dataclasses.replace(
-                base, model=model, seed=seed, model_kwargs={**kw, "residual": "mlp"})))
-            runs.append((f"{llm}/random/seed{seed}", dataclasses.replace(
-                base, model=model, seed=seed, model_kwargs={**kw, "llm_source": "random"})))
+            num_layers = get_preset(llm).num_layers
+            runs.append((f"{llm}/mlp/seed{seed}", variant_config(seeded, "mlp", size=size, llm=llm)))
+            runs.append((f"{llm}/random/seed{seed}", variant_config(seeded, "random", size=size, llm=llm)))
+            rllm = variant_config(seeded, "rllm", size=size, llm=llm)
             for spec in layers:
-                layer = resolve_layer_spec(spec, preset.num_layers)
+                layer = resolve_layer_spec(spec, num_layers)
                 name = "-".join(map(str, layer)) if isinstance(layer, list) else str(layer)
-                runs.append((f"{llm}/layer{name}/seed{seed}", dataclasses.replace(
-                    base, model=model, seed=seed, model_kwargs={**kw, "llm_layer": layer})))
+                cfg = rllm if layer == num_layers - 1 else dataclasses.replace(
+                    rllm, model_kwargs={**rllm.model_kwargs, "llm_layer": layer})
+                runs.append((f"{llm}/layer{name}/seed{seed}", cfg))
     return runs
 
 
