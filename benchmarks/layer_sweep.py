@@ -22,9 +22,10 @@ from timm_rllm.train.report import render_layers
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "layers"
-# sweep -> (its recipe file, whether its data is outside the package: PneumoniaMNIST is not bundled)
-SWEEPS = {"breastmnist_main": ("layers_breast_main.yaml", False),  # the main benchmark's recipe
-          "breastmnist": ("layers_breast.yaml", False), "pneumoniamnist": ("layers_pneumonia.yaml", True)}
+# sweep -> (its recipe file, whether its data is outside the package (PneumoniaMNIST is not bundled), its title)
+SWEEPS = {"breastmnist_main": ("layers_breast_main.yaml", False, "BreastMNIST, the main benchmark's recipe"),
+          "breastmnist": ("layers_breast.yaml", False, "BreastMNIST, the previous (superseded) recipe"),
+          "pneumoniamnist": ("layers_pneumonia.yaml", True, "PneumoniaMNIST, the previous (superseded) recipe")}
 DATA_DIR = "../shared/data/medmnist"  # where this project's sessions keep the MedMNIST files
 
 
@@ -34,16 +35,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
     for name in [args.only] if args.only else list(SWEEPS):
-        recipe, external = SWEEPS[name]
+        recipe, external, _ = SWEEPS[name]
         if not args.render_only:
             cli(["sweep", "--config", str(ROOT / "recipes" / recipe), *(["--data-dir", DATA_DIR] if external else []),
                  "--out", str(OUT / name)])
     blocks = []
-    for name, (recipe, external) in SWEEPS.items():
+    for name, (recipe, external, title) in SWEEPS.items():
         if (OUT / name).is_dir():
             command = f"timm-rllm sweep --config benchmarks/recipes/{recipe}" + (" --data-dir $MEDMNIST_DIR" if external
                                                                                   else "")
-            blocks += [f"#### {name}", "", f"![{name} layer sweep](results/layers/{name}/chart.png)", "",
+            blocks += [f"#### {title} (`{name}`)", "", f"![{name} layer sweep](results/layers/{name}/chart.png)", "",
                        f"Command: `{command}`", "", render_layers(OUT / name)]
     update_results("layers", "\n".join(blocks))
     print("\n".join(blocks))

@@ -334,10 +334,16 @@ def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
     plain = stats.get("plain")
     for llm in sorted({n.split("/")[0] for n in stats if "/layer" in n}):
         layers = {n: st for n, st in stats.items() if n.startswith(f"{llm}/layer")}
-        best_name = max(layers, key=lambda n: layers[n]["val_auc"][0])
+        # picked on the seeds every block has, so that a block run on more seeds is not judged on other ones
+        common = sorted(set.intersection(*(set(st["values"]["val_auc"]) for st in layers.values())))
+        val_auc = {n: sum(st["values"]["val_auc"][s] for s in common) / len(common) if common else st["val_auc"][0]
+                   for n, st in layers.items()}
+        best_name = max(layers, key=val_auc.get)
         best = layers[best_name]
+        on = "" if all(len(st["values"]["val_auc"]) == len(common) for st in layers.values()) else \
+            f", mean over seeds {', '.join(map(str, common))}, which every block has"
         lines.append(f"- **{llm}: best block on validation AUC: {_layer_label(best['layer'])} of "
-                     f"{best['num_layers']}** (val AUC {best['val_auc'][0]:.2f}; test AUC {_pm(best['test_auc'])}, "
+                     f"{best['num_layers']}** (val AUC {val_auc[best_name]:.2f}{on}; test AUC {_pm(best['test_auc'])}, "
                      f"test ACC {_pm(best['test_acc'])}).")
         for ref_name, ref in (("the plain ViT", plain), ("the mlp control", stats.get(f"{llm}/mlp"))):
             if ref is None:
