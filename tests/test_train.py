@@ -236,6 +236,9 @@ def test_layer_sweep_findings_pick_on_validation():
     # a partial sweep: layer 0 has a third seed whose validation AUC is high; the pick uses seeds 0 and 1 only
     stats["smollm2/layer29"]["values"]["val_auc"] = {0: 75.0, 1: 75.0}  # seeds 0 and 1 only
     stats["smollm2/layer0"]["values"]["val_auc"] = {0: 74.0, 1: 74.0, 2: 99.0}  # over all three: 82.33
-    partial = stats
-    text = "\n".join(findings(partial))
+    text = "\n".join(findings(stats))
     assert "best block on validation AUC: layer 29 of 30** (val AUC 75.00, mean over seeds 0, 1, which every" in text
+    # no seed common to all blocks: each is judged on its own seeds, and the line says so
+    stats["smollm2/layer29"]["values"]["val_auc"] = {3: 75.0}
+    text = "\n".join(findings(stats))
+    assert "best block on validation AUC: layer 29 of 30** (val AUC 75.00, each block over its own seeds" in text

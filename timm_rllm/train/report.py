@@ -340,8 +340,12 @@ def findings(stats: dict[str, dict[str, Any]]) -> list[str]:
                    for n, st in layers.items()}
         best_name = max(layers, key=val_auc.get)
         best = layers[best_name]
-        on = "" if all(len(st["values"]["val_auc"]) == len(common) for st in layers.values()) else \
-            f", mean over seeds {', '.join(map(str, common))}, which every block has"
+        if all(len(st["values"]["val_auc"]) == len(common) for st in layers.values()):
+            on = ""
+        elif common:
+            on = f", mean over seeds {', '.join(map(str, common))}, which every block has"
+        else:
+            on = ", each block over its own seeds: no seed is common to all"
         lines.append(f"- **{llm}: best block on validation AUC: {_layer_label(best['layer'])} of "
                      f"{best['num_layers']}** (val AUC {val_auc[best_name]:.2f}{on}; test AUC {_pm(best['test_auc'])}, "
                      f"test ACC {_pm(best['test_acc'])}).")
