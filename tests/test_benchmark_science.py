@@ -464,7 +464,8 @@ def test_the_3d_recipe_is_the_one_the_search_chose():
 
 
 @pytest.mark.parametrize("dataset,recipe,chosen", [("retinamnist", "medmnist2d_retina", "hflip"),
-                                                   ("pneumoniamnist", "medmnist2d_pneumonia", "hflip-weighted")])
+                                                   ("pneumoniamnist", "medmnist2d_pneumonia", "hflip-weighted"),
+                                                   ("breastmnist", "medmnist2d_breast_180ep", "hflip-weighted-x6")])
 def test_a_2d_recipe_is_the_one_the_search_chose(dataset, recipe, chosen):
     """A 2D benchmark recipe's plain run is its recipe search's chosen config (validation only), with the test split
     scored once; every variant shares it but for the model."""
