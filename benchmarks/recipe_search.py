@@ -76,7 +76,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "ref-weighted": dict(balance="weighted-loss"),
         "hflip-weighted": HFLIP_WEIGHTED,
         "hflip-lr1e-3": dict(randaug=None, reprob=0.0, lr=1e-3),
-        # BreastMNIST's chosen recipe still underfits (train loss falling at the last epoch, ~270 steps in all):
+        # BreastMNIST's chosen recipe still underfits (train loss falling at the last epoch, 240 steps in all):
         # more steps, by smaller batches and by longer training
         "hflip-weighted-bs16": dict(HFLIP_WEIGHTED, batch_size=16),
         "hflip-weighted-x3": dict(HFLIP_WEIGHTED, epochs_factor=3.0),
