@@ -137,7 +137,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **{f"{k}_mean": v[0] for k, v in stats.items()}, **{f"{k}_std": v[1] for k, v in stats.items()},
         "val_collapsed": collapse_tally([{"collapsed": r.get("val_collapsed")} for r in runs]),
         "selected_epochs": [r["selected_epoch"] for r in runs],
-        # how well the recipe fits: a loss still falling steeply at the end says more steps would help
+        # how far the recipe fits the training split (against the input-blind loss; the logs show if it still falls)
         "last_train_loss_mean": statistics.mean(r["history"][-1]["train_loss"] for r in runs),
         "train_time_s_mean": statistics.mean(r["train_time_s"] for r in runs),
         "train_images_per_s_mean": statistics.mean(r["train_images_per_s"] for r in runs),
