@@ -56,7 +56,8 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_
     diffs = [a[s] - b[s] for s in seeds]
     delta, n = statistics.mean(diffs), len(diffs)
     unpaired = len(set(a) | set(b)) - n
-    note = f"; paired on the {n} common seeds ({a_name} has {len(a)}, {b_name} {len(b)})" if unpaired else ""
+    common = "the 1 common seed" if n == 1 else f"the {n} common seeds"
+    note = f"; paired on {common} ({a_name} has {len(a)}, {b_name} {len(b)})" if unpaired else ""
     if n < 2:
         return Paired(delta, None, None, n, "one seed: no interval" + note)
     half = t_quantile(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
