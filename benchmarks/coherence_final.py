@@ -50,6 +50,13 @@ def verdict(d) -> str:
     return "no evidence of a difference" if not d.excludes_zero else ("higher" if d.delta > 0 else "lower")
 
 
+def cell(d) -> str:
+    if d is None:
+        return ""
+    return f"{d.delta:+.4f} ({d.low:+.4f}..{d.high:+.4f}), {verdict(d)}" if d.low is not None else \
+        f"{d.delta:+.4f}, {d.reading}"
+
+
 def render(rows: list[dict]) -> tuple[str, dict]:
     by = {}
     for row in rows:
@@ -66,7 +73,7 @@ def render(rows: list[dict]) -> tuple[str, dict]:
                           "vs_plain": {"delta": d.delta, "ci95": [d.low, d.high], "reading": d.reading} if d else None}
         model = next(iter(seeds.values()))["model"]
         lines.append(f"| {variant} ({model}) | {len(values)} | {m:.4f} ± {sd:.4f} | "
-                     f"{f'{d.delta:+.4f} ({d.low:+.4f}..{d.high:+.4f}), {verdict(d)}' if d else ''} |")
+                     f"{cell(d)} |")
     vit = [r for r in rows if r["variant"] != "resnet"]  # another architecture, another scale of coherence
     rho, p = spearmanr([r["coherence"] for r in vit], [r["test_auc"] for r in vit])
     stats["spearman_coherence_vs_test_auc_vits"] = {"rho": float(rho), "p_value": float(p), "n_runs": len(vit)}

@@ -265,6 +265,10 @@ def test_paired_difference_and_interval_exact():
     # pairs by seed, not by position; unpaired seeds are left out and said so
     part = paired({0: 5.0, 1: 6.0, 7: 100.0}, {1: 5.0, 0: 4.0, 3: -100.0})
     assert part.delta == 1.0 and part.n == 2 and "paired on the 2 common seeds (A has 3, B 3)" in part.reading
+    # identical differences: a zero-width "interval" would claim certainty from two seeds; say there is none
+    flat = paired({0: 77.6, 1: 78.2}, {0: 76.96, 1: 77.56}, "rllm", "mlp")
+    assert flat.low is None and not flat.excludes_zero and flat.ci == ""
+    assert flat.reading == "all 2 paired differences equal (+0.64): no spread, no interval; run more seeds"
     one = paired({0: 5.0}, {0: 4.0, 1: 3.0})
     assert one.low is None and one.reading == "one seed: no interval; paired on the 1 common seed (A has 1, B 2)"
     with pytest.raises(ValueError, match="share no seed"):

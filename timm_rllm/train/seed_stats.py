@@ -30,7 +30,8 @@ def t_quantile(df: int, q: float = 0.975) -> float:
 
 @dataclass(frozen=True)
 class Paired:
-    """A - B over common seeds: mean difference, 95% CI (None below 2 pairs), pairs and a reading."""
+    """A - B over common seeds: mean difference, 95% CI (None below 2 pairs or when every difference is the
+    same), pairs and a reading."""
 
     delta: float
     low: float | None
@@ -60,7 +61,12 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_
     note = f"; paired on {common} ({a_name} has {len(a)}, {b_name} {len(b)})" if unpaired else ""
     if n < 2:
         return Paired(delta, None, None, n, "one seed: no interval" + note)
-    half = t_quantile(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    spread = statistics.stdev(diffs)
+    if spread < 1e-9 * max(1.0, abs(delta)):  # equal differences up to rounding (common on a small test set):
+        # the t interval would have zero width and claim certainty it does not have
+        return Paired(delta, None, None, n, f"all {n} paired differences equal ({delta:+.2f}): no spread, "
+                                            "no interval; run more seeds" + note)
+    half = t_quantile(n - 1) * spread / math.sqrt(n)
     low, high = delta - half, delta + half
     interval = f"95% CI {low:+.2f}..{high:+.2f}"
     if low > 0:
