@@ -330,6 +330,7 @@ def test_variant_report_paired_collapse_and_baseline(tmp_path):
     assert "rllm vs plain, test AUC: +5.33 points, rllm above plain (95% CI +3.90..+6.77, 3 paired seeds)" in text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["breastmnist"]["mlp"]["collapsed"] == "2/3"
+    assert summary["breastmnist"]["rllm"]["paired_vs"]["mlp"]["auc"]["n"] == 3  # R-LLM against its controls, too
     assert (out / "chart.png").stat().st_size > 1000
     assert (out / "paired.png").stat().st_size > 1000  # the forest plot of the paired differences
     # a sweep still running: a variant that shares no seed with another is shown, unpaired (it raised before)

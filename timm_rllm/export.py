@@ -123,7 +123,8 @@ def _yaml_list(items: list[str]) -> str:
 def sweep_section(sweep: dict[str, Any]) -> str:
     """The card's "Across seeds" section: the variant against the plain model of the same sweep, from that sweep's
     summary.json. ``sweep``: ``{"name", "variant", "summary": summary[dataset][variant], "plain":
-    summary[dataset]["plain"] or None, "source": the summary's path}``."""
+    summary[dataset]["plain"] or None, "source": the summary's path}``; the summary's ``paired_vs`` (the variant
+    against the sweep's controls) is listed too."""
     summ, plain = sweep["summary"], sweep.get("plain")
     rows = [(f"this variant (`{sweep['variant']}`, {sweep['name']})", summ)]
     if plain:
@@ -134,7 +135,12 @@ def sweep_section(sweep: dict[str, Any]) -> str:
     paired = summ.get("paired_vs_plain") or {}
     lines = [f"- minus the plain model, test {metric.upper()}: {d['delta']:+.2f} points, {d['reading']}"
              for metric, d in sorted(paired.items(), key=lambda kv: kv[0] != "auc")]
-    verdict = "\n".join(lines) if lines else "- no plain model shares its seeds in this sweep: no paired comparison"
+    if not lines:
+        lines = ["- no plain model shares its seeds in this sweep: no paired comparison"]
+    # against the sweep's controls (`random`: the same block, random weights; `mlp`: no block): is it the LLM?
+    lines += [f"- minus `{other}`, test AUC: {d['auc']['delta']:+.2f} points, {d['auc']['reading']}"
+              for other, d in (summ.get("paired_vs") or {}).items() if "auc" in d]
+    verdict = "\n".join(lines)
     return f"""
 ## Across seeds (the sweep this checkpoint comes from)
 

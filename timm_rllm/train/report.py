@@ -209,6 +209,8 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             for m in ("acc", "auc"):
                 if d := _pair(variants[a], variants[b], m, a, b):
                     notes.append(f"- {dataset}, {a} vs {b}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
+                    summary[dataset][a].setdefault("paired_vs", {}).setdefault(b, {})[m] = {
+                        "delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
                     if m == "auc":
                         forest.setdefault(dataset, []).append((f"{a} - {b}", _diffs(variants[a], variants[b]), d))
         if BASELINE not in variants:
