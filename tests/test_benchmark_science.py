@@ -253,7 +253,7 @@ def test_paired_difference_and_interval_exact():
 
     # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
     d = paired({0: 81.0, 1: 72.0, 2: 93.0}, {0: 80.0, 1: 70.0, 2: 90.0}, "rllm", "plain")
-    assert (d.delta, d.n) == (2.0, 3)
+    assert (d.delta, d.n, d.diffs) == (2.0, 3, (1.0, 2.0, 3.0))  # the per-seed differences, by seed
     assert d.low == pytest.approx(2 - 2.484138, abs=1e-5) and d.high == pytest.approx(2 + 2.484138, abs=1e-5)
     assert d.reading == "no evidence of a difference (95% CI -0.48..+4.48 covers 0, 3 paired seeds)"
     assert not d.excludes_zero

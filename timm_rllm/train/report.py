@@ -156,7 +156,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     out, anchors = Path(out), anchors or {}
     found = collect(out)
     summary, lines, notes = {}, [], []
-    forest: dict[str, list[tuple[str, list[float], Paired]]] = {}  # dataset -> (A - B, per-seed AUC diffs, stats)
+    forest: dict[str, list[tuple[str, Paired]]] = {}  # dataset -> ("A - B", its test AUC comparison)
     lines.append("| dataset | variant | seeds | test ACC | test BACC | test AUC | last train loss | did not fit | "
                  "ΔACC vs plain (paired, 95% CI) | ΔAUC vs plain (paired, 95% CI) | collapsed | val-selected epochs |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -194,14 +194,13 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
                 "test_bacc_mean": mean_std(list(values["bacc"].values()))[0] if values["bacc"] else None,
                 "collapsed": tally, "last_train_loss": losses, "did_not_fit": no_fit,
                 "constant_train_loss": {r["config"]["seed"]: constant_train_loss(r) for r in runs},
-                "paired_vs_plain": {m: {"delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
-                                    for m, d in deltas.items()},
+                "paired_vs_plain": {m: d.as_dict() for m, d in deltas.items()},
                 "train_images_per_s": statistics.mean(r["train_images_per_s"] for r in runs),
             }
             for m, d in deltas.items():
                 notes.append(f"- {dataset}, {variant} vs plain, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
             if "auc" in deltas:
-                forest.setdefault(dataset, []).append((f"{variant} - plain", _diffs(runs, plain), deltas["auc"]))
+                forest.setdefault(dataset, []).append((f"{variant} - plain", deltas["auc"]))
         # the boosted model against each control, then the other ways of using the block against it
         pairs = [("rllm", c) for c in ("mlp", "linear", "random", BASELINE)]
         pairs += [(o, "rllm") for o in ("gemma3", "rllm_prenorm", "aux", "tuned")]  # another LLM, other uses
@@ -209,10 +208,9 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
             for m in ("acc", "auc"):
                 if d := _pair(variants[a], variants[b], m, a, b):
                     notes.append(f"- {dataset}, {a} vs {b}, test {m.upper()}: {d.delta:+.2f} points, {d.reading}")
-                    summary[dataset][a].setdefault("paired_vs", {}).setdefault(b, {})[m] = {
-                        "delta": d.delta, "ci95": [d.low, d.high], "n": d.n, "reading": d.reading}
+                    summary[dataset][a].setdefault("paired_vs", {}).setdefault(b, {})[m] = d.as_dict()
                     if m == "auc":
-                        forest.setdefault(dataset, []).append((f"{a} - {b}", _diffs(variants[a], variants[b]), d))
+                        forest.setdefault(dataset, []).append((f"{a} - {b}", d))
         if BASELINE not in variants:
             lines.append(f"| {dataset} | {BASELINE} (MedMNIST v2's ResNet-18 in this harness) | 0 | not run | "
                          "| | | | | | | |")
@@ -244,13 +242,7 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     return text
 
 
-def _diffs(a: list[dict], b: list[dict]) -> list[float]:
-    """Per-seed test AUC differences A - B (points) on the seeds both have."""
-    va, vb = by_seed(a, "test", "auc"), by_seed(b, "test", "auc")
-    return [va[s] - vb[s] for s in sorted(set(va) & set(vb))]
-
-
-def _paired_chart(forest: dict[str, list[tuple[str, list[float], Paired]]], path: Path) -> None:
+def _paired_chart(forest: dict[str, list[tuple[str, Paired]]], path: Path) -> None:
     """A forest plot per dataset: each paired comparison's per-seed test AUC differences (dots) and their mean with
     its 95% CI (bar), against a line at 0: whether an interval clears 0 is what the table's readings say."""
     if not forest:
@@ -264,14 +256,14 @@ def _paired_chart(forest: dict[str, list[tuple[str, list[float], Paired]]], path
     fig, axes = plt.subplots(len(forest), 1, figsize=(7, sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, (dataset, rows) in zip(axes[:, 0], forest.items(), strict=True):
-        for y, (_, diffs, d) in enumerate(reversed(rows)):
-            ax.scatter(diffs, [y] * len(diffs), s=12, color="gray", alpha=0.7, zorder=2)
+        for y, (_, d) in enumerate(reversed(rows)):
+            ax.scatter(d.diffs, [y] * len(d.diffs), s=12, color="gray", alpha=0.7, zorder=2)
             color = "black" if d.low is None or not d.excludes_zero else ("tab:green" if d.delta > 0 else "tab:red")
             if d.low is not None:
                 ax.hlines(y, d.low, d.high, color=color, linewidth=2, zorder=3)
             ax.plot([d.delta], [y], marker="D", color=color, markersize=5, zorder=4)
         ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
-        ax.set_yticks(range(len(rows)), [f"{label} (n={d.n})" for label, _, d in reversed(rows)], fontsize=8)
+        ax.set_yticks(range(len(rows)), [f"{label} (n={d.n})" for label, d in reversed(rows)], fontsize=8)
         ax.set_title(dataset, fontsize=9)
         ax.set_xlabel("test AUC difference, points (dots: seeds; diamond and bar: mean, 95% CI)", fontsize=8)
     fig.tight_layout()

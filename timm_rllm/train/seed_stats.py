@@ -38,6 +38,11 @@ class Paired:
     high: float | None
     n: int
     reading: str
+    diffs: tuple[float, ...] = ()  # the per-seed differences A - B, by seed
+
+    def as_dict(self) -> dict:
+        """The comparison as summary.json keeps it."""
+        return {"delta": self.delta, "ci95": [self.low, self.high], "n": self.n, "reading": self.reading}
 
     @property
     def excludes_zero(self) -> bool:
@@ -60,12 +65,12 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_
     common = "the 1 common seed" if n == 1 else f"the {n} common seeds"
     note = f"; paired on {common} ({a_name} has {len(a)}, {b_name} {len(b)})" if unpaired else ""
     if n < 2:
-        return Paired(delta, None, None, n, "one seed: no interval" + note)
+        return Paired(delta, None, None, n, "one seed: no interval" + note, tuple(diffs))
     spread = statistics.stdev(diffs)
     if spread < 1e-9 * max(1.0, abs(delta)):  # equal differences up to rounding (common on a small test set):
         # the t interval would have zero width and claim certainty it does not have
         return Paired(delta, None, None, n, f"all {n} paired differences equal ({delta:+.2f}): no spread, "
-                                            "no interval; run more seeds" + note)
+                                            "no interval; run more seeds" + note, tuple(diffs))
     half = t_quantile(n - 1) * spread / math.sqrt(n)
     low, high = delta - half, delta + half
     interval = f"95% CI {low:+.2f}..{high:+.2f}"
@@ -75,7 +80,7 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_
         reading = f"{a_name} below {b_name} ({interval}, {n} paired seeds)"
     else:
         reading = f"no evidence of a difference ({interval} covers 0, {n} paired seeds)"
-    return Paired(delta, low, high, n, reading + note)
+    return Paired(delta, low, high, n, reading + note, tuple(diffs))
 
 
 def by_seed(runs: Sequence[Mapping], split: str, metric: str, scale: float = 100.0) -> dict[int, float]:
