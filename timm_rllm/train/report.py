@@ -243,16 +243,25 @@ def render_variants(out: str | Path, anchors: dict | None = None) -> str:
 
 
 # the cross-dataset verdict: (column, A, B, metric), A minus B paired by seed, as each sweep's summary.json keeps it
-VERDICT = [("R-LLM - plain, ACC", "rllm", "plain", "acc"), ("R-LLM - plain, AUC", "rllm", "plain", "auc"),
-           ("R-LLM - `random`, AUC", "rllm", "random", "auc"), ("R-LLM - `mlp`, AUC", "rllm", "mlp", "auc"),
-           ("Gemma 3 - plain, AUC", "gemma3", "plain", "auc"),
-           ("ResNet-18 (same harness) - plain, AUC", BASELINE, "plain", "auc")]
+VERDICT: list[tuple[str, str, str, str]] = [
+    ("R-LLM - plain, ACC", "rllm", "plain", "acc"), ("R-LLM - plain, AUC", "rllm", "plain", "auc"),
+    ("R-LLM - `random`, AUC", "rllm", "random", "auc"), ("R-LLM - `mlp`, AUC", "rllm", "mlp", "auc"),
+    ("Gemma 3 - plain, AUC", "gemma3", "plain", "auc"),
+    ("ResNet-18 (same harness) - plain, AUC", BASELINE, "plain", "auc")]
 
 
-def _stored_pair(variants: dict, a: str, b: str, metric: str) -> Paired | None:
+def _stored_pair(variants: dict[str, dict[str, Any]], a: str, b: str, metric: str) -> Paired | None:
+    """A minus B on ``metric`` as render_variants stored it (``paired_vs_plain`` or ``paired_vs[B]`` of A)."""
     entry = variants.get(a, {})
     d = (entry.get("paired_vs_plain", {}) if b == "plain" else entry.get("paired_vs", {}).get(b, {})).get(metric)
-    return Paired(d["delta"], *d["ci95"], d["n"], d["reading"]) if d else None
+    return Paired.from_dict(d) if d else None
+
+
+def _collapsed(variants: dict[str, dict[str, Any]]) -> tuple[int, int] | None:
+    """(collapsed, runs) over the variants whose tally is known ("k/n"; runs older than the flag say "n/a")."""
+    tallies = [tally.split("/") for v in variants.values() if (tally := str(v.get("collapsed", ""))).count("/") == 1]
+    known = [(int(k), int(n)) for k, n in tallies if k.isdigit() and n.isdigit()]
+    return (sum(k for k, _ in known), sum(n for _, n in known)) if known else None
 
 
 def render_verdict(sweeps: list[str | Path], anchors: dict | None = None) -> tuple[str, dict]:
@@ -265,23 +274,31 @@ def render_verdict(sweeps: list[str | Path], anchors: dict | None = None) -> tup
     rows = []
     for sweep in map(Path, sweeps):
         for dataset, variants in json.loads((sweep / "summary.json").read_text()).items():
-            seeds = len(variants.get("plain", {}).get("seeds", []))
-            cells, row = [], {"sweep": sweep.name, "dataset": dataset, "seeds": seeds, "paired": {}}
+            seeds = len(variants.get("plain", variants.get("rllm", {})).get("seeds", []))
+            cells, row = [], {"sweep": sweep.name, "dataset": dataset, "seeds": seeds, "paired": {}, "means": {}}
             for column, a, b, metric in VERDICT:
                 d = _stored_pair(variants, a, b, metric)
                 row["paired"][column] = d.as_dict() if d else None
-                shown = "not run" if d is None else _delta(d) + (f", {d.n} seeds" if d.n != seeds else "")
-                cells.append(f"**{shown}**" if d is not None and d.excludes_zero else shown)
-            means = [f"{variants[v]['test_acc_mean']:.2f} / {variants[v]['test_auc_mean']:.2f}" if v in variants
-                     else "not run" for v in ("plain", "rllm")]
-            resnet = [f"{acc:.1f} / {auc:.1f}" for name, acc, auc, _, _ in published(anchors or {}, dataset)
-                      if name.startswith("MedMNIST v2 ResNet-18")][:1] or [""]
-            tallies = [v["collapsed"].split("/") for v in variants.values() if "/" in str(v.get("collapsed"))]
-            collapsed = f"{sum(int(k) for k, _ in tallies)} of {sum(int(n) for _, n in tallies)}"
-            row.update(collapsed=collapsed, published_resnet18=resnet[0])
+                if d is None:
+                    cells.append("not run")
+                    continue
+                shown = _delta(d) + ("" if d.ci else " (no interval)")
+                shown += "" if d.n == seeds else f", {d.n} seed" + "s" * (d.n != 1)
+                cells.append(f"**{shown}**" if d.excludes_zero else shown)
+            means = []
+            for v in ("plain", "rllm"):
+                stat = variants.get(v)
+                row["means"][v] = {m: stat[f"test_{m}_mean"] for m in ("acc", "auc")} if stat else None
+                means.append(f"{stat['test_acc_mean']:.2f} / {stat['test_auc_mean']:.2f}" if stat else "not run")
+            resnet = next(((acc, auc) for name, acc, auc, _, _ in published(anchors or {}, dataset)
+                           if name.startswith("MedMNIST v2 ResNet-18")), None)
+            collapsed = _collapsed(variants)
+            row.update(published_resnet18={"acc": resnet[0], "auc": resnet[1]} if resnet else None,
+                       collapsed=dict(zip(("collapsed", "runs"), collapsed, strict=True)) if collapsed else None)
             rows.append(row)
-            lines.append(f"| {sweep.name} | {dataset} | {seeds} | " + " | ".join(cells)
-                         + f" | {means[0]} | {means[1]} | {resnet[0]} | {collapsed} |")
+            lines.append(f"| {sweep.name} | {dataset} | {seeds} | " + " | ".join(cells) + f" | {means[0]} | {means[1]}"
+                         f" | {f'{resnet[0]:.1f} / {resnet[1]:.1f}' if resnet else 'n/a'}"
+                         f" | {f'{collapsed[0]} of {collapsed[1]}' if collapsed else 'n/a'} |")
     return "\n".join(lines) + "\n", {"rows": rows}
 
 

@@ -44,6 +44,11 @@ class Paired:
         """The comparison as summary.json keeps it."""
         return {"delta": self.delta, "ci95": [self.low, self.high], "n": self.n, "reading": self.reading}
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Paired:
+        """A comparison read back from summary.json (without its per-seed differences, which it does not keep)."""
+        return cls(d["delta"], *d["ci95"], d["n"], d["reading"])
+
     @property
     def excludes_zero(self) -> bool:
         return self.low is not None and (self.low > 0 or self.high < 0)
