@@ -335,6 +335,13 @@ def test_verdict_reads_each_sweeps_summary(tmp_path, monkeypatch):
     assert cells[8] == "+20.00 (no interval), 1 seed"  # resnet - plain on seed 0
     assert cells[-4:] == ["80.00 / 71.00", "80.00 / 76.33", "86.3 / 90.1", "1 of 12"]
     assert rows[1][2:] == ["1", *["not run"] * 6, "50.00 / 70.00", "not run", "52.4 / 71.7", "n/a"]
+    # each mean beside the published ResNet-18: rllm AUC 75, 78, 76 -> 76.33, sd 1.53, t interval 72.54..80.13
+    against = [line for line in (tmp_path / "v" / "verdict.md").read_text().splitlines()
+               if line.startswith("| sweep | breastmnist | rllm |")]
+    assert against == ["| sweep | breastmnist | rllm | 3 | 80.00 vs 86.3: n/a | "  # ACC: no spread, no interval
+                       "76.33 (72.54..80.13) vs 90.1: below |"]
+    text = (tmp_path / "v" / "verdict.md").read_text()
+    assert "| old | retinamnist | plain | 1 | 50.00 vs 52.4: n/a | 70.00 vs 71.7: n/a |" in text  # one seed
     saved = json.loads((tmp_path / "v" / "verdict.json").read_text())
     assert saved["rows"][0]["paired"]["R-LLM - plain, AUC"]["n"] == 3
     assert saved["rows"][0]["collapsed"] == {"collapsed": 1, "runs": 12} and saved["rows"][1]["collapsed"] is None

@@ -23,7 +23,7 @@ from ..data import DataError, MedMNISTSplit
 from .balance import build_criterion, constant_loss
 from .engine import TrainConfig, describe_hardware
 from .scoring import collapse_tally
-from .seed_stats import Paired, by_seed, mean_std, paired
+from .seed_stats import Paired, by_seed, mean_interval, mean_std, paired
 from .sweep import VARIANTS
 
 BASELINE = "resnet"  # shown in every table beside the published rows, "not run" when missing
@@ -271,7 +271,7 @@ def render_verdict(sweeps: list[str | Path], anchors: dict | None = None) -> tup
     lines = ["| sweep | dataset | seeds | " + " | ".join(c[0] for c in VERDICT)
              + " | plain ACC / AUC | R-LLM ACC / AUC | published ResNet-18 ACC / AUC | collapsed runs |",
              "|" + "---|" * (len(VERDICT) + 7)]
-    rows = []
+    rows, against = [], []  # against: each model's 5-seed mean next to the published ResNet-18's single number
     for sweep in map(Path, sweeps):
         for dataset, variants in json.loads((sweep / "summary.json").read_text()).items():
             seeds = len(variants.get("plain", variants.get("rllm", {})).get("seeds", []))
@@ -294,11 +294,30 @@ def render_verdict(sweeps: list[str | Path], anchors: dict | None = None) -> tup
                            if name.startswith("MedMNIST v2 ResNet-18")), None)
             collapsed = _collapsed(variants)
             row.update(published_resnet18={"acc": resnet[0], "auc": resnet[1]} if resnet else None,
-                       collapsed=dict(zip(("collapsed", "runs"), collapsed, strict=True)) if collapsed else None)
+                       collapsed={"collapsed": collapsed[0], "runs": collapsed[1]} if collapsed else None,
+                       vs_published={})
+            published_cell = f"{resnet[0]:.1f} / {resnet[1]:.1f}" if resnet else "n/a"
+            collapsed_cell = f"{collapsed[0]} of {collapsed[1]}" if collapsed else "n/a"
+            lines.append(f"| {sweep.name} | {dataset} | {seeds} | " + " | ".join(cells)
+                         + f" | {means[0]} | {means[1]} | {published_cell} | {collapsed_cell} |")
+            for v in ("plain", "rllm", BASELINE):
+                if resnet and (stat := variants.get(v)):
+                    shown = []
+                    for i, m in enumerate(("acc", "auc")):
+                        std = stat.get(f"test_{m}_std")  # older summaries keep no std: no interval
+                        ci = None if std is None else mean_interval(stat[f"test_{m}_mean"], std, len(stat["seeds"]))
+                        side = ("n/a" if ci is None else "above" if ci[0] > resnet[i]
+                                else "below" if ci[1] < resnet[i] else "level")
+                        row["vs_published"].setdefault(v, {})[m] = {"mean": stat[f"test_{m}_mean"], "ci95": ci,
+                                                                    "published": resnet[i], "reading": side}
+                        interval = f" ({ci[0]:.2f}..{ci[1]:.2f})" if ci else ""
+                        shown.append(f"{stat[f'test_{m}_mean']:.2f}{interval} vs {resnet[i]:.1f}: {side}")
+                    against.append(f"| {sweep.name} | {dataset} | {v} | {len(stat['seeds'])} | {' | '.join(shown)} |")
             rows.append(row)
-            lines.append(f"| {sweep.name} | {dataset} | {seeds} | " + " | ".join(cells) + f" | {means[0]} | {means[1]}"
-                         f" | {f'{resnet[0]:.1f} / {resnet[1]:.1f}' if resnet else 'n/a'}"
-                         f" | {f'{collapsed[0]} of {collapsed[1]}' if collapsed else 'n/a'} |")
+    lines += ["", "Against the published ResNet-18: each model's test mean over seeds with the 95% t interval of that "
+              "mean; above or below where the interval clears the published number, level where it covers it.", "",
+              "| sweep | dataset | model | seeds | test ACC (95% CI of the mean) | test AUC (95% CI of the mean) |",
+              "|---|---|---|---|---|---|", *against]
     return "\n".join(lines) + "\n", {"rows": rows}
 
 

@@ -58,6 +58,15 @@ class Paired:
         return "" if self.low is None else f"{self.low:+.2f}..{self.high:+.2f}"
 
 
+def mean_interval(mean: float, std: float, n: int) -> tuple[float, float] | None:
+    """95% t interval of a mean over ``n`` seeds from its sample std (None below 2 seeds or with no spread, as for
+    :func:`paired`: a zero-width interval would claim a certainty the seeds do not give)."""
+    if n < 2 or std < 1e-9 * max(1.0, abs(mean)):
+        return None
+    half = t_quantile(n - 1) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def paired(a: Mapping[int, float], b: Mapping[int, float], a_name: str = "A", b_name: str = "B") -> Paired:
     """Paired comparison of per-seed values ``{seed: value}``; only seeds present in both are paired, and the
     reading says so when some are left out."""
